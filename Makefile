@@ -1,0 +1,22 @@
+# The two commands of the README: `make run` and `make test`. Both install what is missing first.
+PORT ?= 8000
+PY := .venv/bin/python
+
+.PHONY: run test bench setup setup-test
+
+setup:
+	@bin/setup run
+
+setup-test:
+	@bin/setup test
+
+run: setup
+	@$(PY) manage.py demosetup
+	@echo "==> Open http://127.0.0.1:$(PORT)/ and log in as admin (Ctrl+C stops the portal)"
+	@exec .venv/bin/daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
+
+test: setup-test
+	@.venv/bin/pytest $(ARGS)
+
+bench: setup-test
+	@$(PY) -m bench $(ARGS)

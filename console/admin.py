@@ -1,0 +1,144 @@
+"""Django admin: global settings (validated, audited, resettable), hosts, VMs and audit records."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
+from console.hypervisor import HypervisorError
+from console.models import GlobalConfigChange, GlobalConfigValue, Host, VirtualMachine, VmEvent
+from console.vms import vms_restart_required_count
+
+
+class GlobalConfigValueForm(forms.ModelForm):
+    class Meta:
+        model = GlobalConfigValue
+        fields = ["value"]
+
+    def clean_value(self):
+        value = self.cleaned_data.get("value")
+        if value in (None, ""):
+            return None  # empty means "use the default"
+        return definition_get(self.instance.key).clean(value)
+
+
+def _actor(request) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def _tell_restart_needed(modeladmin, request) -> None:
+    try:
+        count = vms_restart_required_count()
+    except HypervisorError as exc:
+        modeladmin.message_user(
+            request, f"Could not count running VMs that need a restart: {exc}", messages.WARNING
+        )
+        return
+    if count:
+        modeladmin.message_user(
+            request,
+            f"{count} running VM{'s' if count != 1 else ''} keep{'s' if count == 1 else ''} the "
+            "old console protocol until restarted.",
+            messages.WARNING,
+        )
+    else:
+        modeladmin.message_user(request, "No running VM needs a restart for this change.")
+
+
+@admin.register(GlobalConfigValue)
+class GlobalConfigValueAdmin(admin.ModelAdmin):
+    form = GlobalConfigValueForm
+    list_display = ["key", "current_value", "default", "valid_values", "description"]
+    list_display_links = ["key"]
+    readonly_fields = ["key", "default", "valid_values", "description"]
+    fields = ["key", "value", "default", "valid_values", "description"]
+    actions = ["reset_to_default"]
+
+    @admin.display(description="setting")
+    def key(self, obj):
+        return obj.key
+
+    @admin.display(description="current value")
+    def current_value(self, obj):
+        return obj.value if obj.value not in (None, "") else f"{self.default(obj)} (default)"
+
+    def default(self, obj):
+        return definition_get(obj.key).default
+
+    @admin.display(description="valid values")
+    def valid_values(self, obj):
+        return ", ".join(definition_get(obj.key).valid_values) or "any"
+
+    def description(self, obj):
+        return definition_get(obj.key).description
+
+    def has_add_permission(self, request):
+        return False  # definitions live in code
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # reset to the default instead
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None:
+            definition = definition_get(obj.key)
+            form.base_fields["value"].help_text = (
+                f"Valid values: {', '.join(definition.valid_values) or 'any'}. "
+                f"Leave empty for the default ({definition.default})."
+            )
+        return form
+
+    def save_model(self, request, obj, form, change):
+        old, new = config_set(
+            key=obj.key, value=form.cleaned_data["value"], actor=_actor(request), user=request.user
+        )
+        if obj.key == CONSOLE_MODE and old != new:
+            _tell_restart_needed(self, request)
+
+    @admin.action(description="Reset the selected settings to their defaults")
+    def reset_to_default(self, request, queryset):
+        changed_mode = False
+        for row in queryset:
+            old, new = config_reset(key=row.key, actor=_actor(request), user=request.user)
+            changed_mode |= row.key == CONSOLE_MODE and old != new
+        self.message_user(request, f"Reset {queryset.count()} setting(s) to the default.")
+        if changed_mode:
+            _tell_restart_needed(self, request)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GlobalConfigChange)
+class GlobalConfigChangeAdmin(ReadOnlyAdmin):
+    list_display = ["changed_at", "category", "name", "old_value", "new_value", "actor"]
+    list_filter = ["category", "name"]
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ["name", "uri", "console_listen_address", "console_client_address"]
+
+
+@admin.register(VirtualMachine)
+class VirtualMachineAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "host", "console_mode", "started_mode", "vcpus", "memory_mib"]
+    list_filter = ["host", "console_mode"]
+    search_fields = ["name", "owner__username"]
+    readonly_fields = ["uuid", "started_mode", "created_at"]
+
+
+@admin.register(VmEvent)
+class VmEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "vm", "action", "detail", "user"]
+    list_filter = ["action"]

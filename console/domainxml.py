@@ -1,0 +1,169 @@
+"""Pure functions between VMs and libvirt domain XML: build it, and read the console from it.
+
+XML is built with ElementTree, so every string from a user is escaped by the library; strings
+that XML cannot carry at all (control characters) are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+UTC = timezone.utc
+from typing import Protocol
+
+# Expired long ago: the console stays locked until a ticket sets a fresh password.
+LOCKED_UNTIL = "2001-01-01T00:00:00"
+BOOT_MENU_TIMEOUT_MS = 30000
+VNC_PASSWORD_MAX = 8
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+class DomainSpec(Protocol):
+    """What the builder reads from a VM (a `VirtualMachine` is one)."""
+
+    name: str
+    uuid: object
+    description: str
+    vcpus: int
+    memory_mib: int
+    disk_image: str
+    boot_menu: bool
+
+
+@dataclass(frozen=True)
+class GraphicsEndpoint:
+    """Where a running domain's console listens."""
+
+    type: str  # "spice" or "vnc"
+    listen: str
+    port: int
+    tls_port: int | None = None
+
+
+def graphics_password_new(mode: str) -> str:
+    """A random graphics password; VNC only uses the first 8 characters, so give it exactly 8."""
+    if mode == "vnc":
+        return secrets.token_urlsafe(6)  # 8 characters, 48 bits: VNC's limit
+    return secrets.token_urlsafe(24)
+
+
+def _text(value: str, what: str) -> str:
+    if _XML_UNSAFE.search(value):
+        raise ValueError(f"{what} contains control characters that XML cannot carry")
+    return value
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password: str) -> str:
+    """The domain XML for a VM whose console uses `mode` ("vnc" or "spice"), locked by `password`."""
+    if mode not in ("vnc", "spice"):
+        raise ValueError(f"console mode must be vnc or spice, not {mode!r}")
+    domain = ET.Element("domain", type="qemu")
+    _sub(domain, "name", _text(vm.name, "name"))
+    _sub(domain, "uuid", str(vm.uuid))
+    if vm.description:
+        _sub(domain, "description", _text(vm.description, "description"))
+    _sub(domain, "memory", str(int(vm.memory_mib)), unit="MiB")
+    _sub(domain, "vcpu", str(int(vm.vcpus)))
+
+    os_ = _sub(domain, "os")
+    _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_, "boot", dev="hd")
+    if vm.boot_menu:
+        _sub(os_, "bootmenu", enable="yes", timeout=str(BOOT_MENU_TIMEOUT_MS))
+    features = _sub(domain, "features")
+    _sub(features, "acpi")
+    _sub(domain, "on_poweroff", "destroy")
+    _sub(domain, "on_reboot", "restart")
+    _sub(domain, "on_crash", "destroy")
+
+    devices = _sub(domain, "devices")
+    if vm.disk_image:
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type="qcow2")
+        _sub(disk, "source", file=_text(vm.disk_image, "disk image"))
+        _sub(disk, "target", dev="vda", bus="virtio")
+    # An absolute pointer, so the browser's and virt-viewer's mouse lines up with the guest's.
+    _sub(devices, "input", type="tablet", bus="usb")
+
+    graphics = _sub(
+        devices,
+        "graphics",
+        type=mode,
+        autoport="yes",
+        passwd=password[:VNC_PASSWORD_MAX] if mode == "vnc" else password,
+        passwdValidTo=LOCKED_UNTIL,
+        connected="keep",
+    )
+    if mode == "vnc":
+        del graphics.attrib["connected"]  # a SPICE-only attribute
+    _sub(graphics, "listen", type="address", address=listen_address)
+    video = _sub(devices, "video")
+    if mode == "spice":
+        _sub(video, "model", type="qxl")
+        channel = _sub(devices, "channel", type="spicevmc")
+        _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
+    else:
+        _sub(video, "model", type="vga")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def _graphics_element(live_xml: str) -> ET.Element | None:
+    root = ET.fromstring(live_xml)
+    for graphics in root.iterfind("./devices/graphics"):
+        if graphics.get("type") in ("spice", "vnc"):
+            return graphics
+    return None
+
+
+def graphics_endpoint(live_xml: str) -> GraphicsEndpoint | None:
+    """The console endpoint of a running domain's live XML; None when it has none (or no port yet)."""
+    graphics = _graphics_element(live_xml)
+    if graphics is None:
+        return None
+    port = int(graphics.get("port", "-1"))
+    if port <= 0:
+        return None
+    listen = graphics.get("listen")
+    listen_element = graphics.find("listen")
+    if listen_element is not None and listen_element.get("address"):
+        listen = listen_element.get("address")
+    tls_port = int(graphics.get("tlsPort", "-1"))
+    return GraphicsEndpoint(
+        type=graphics.get("type"),
+        listen=listen or "127.0.0.1",
+        port=port,
+        tls_port=tls_port if tls_port > 0 else None,
+    )
+
+
+def graphics_password_xml(live_xml: str, *, password: str, valid_until: datetime) -> str:
+    """The live graphics device with a new password valid until `valid_until` (aware, any zone).
+
+    Clients already connected keep their connection (SPICE `connected='keep'`).
+    """
+    graphics = _graphics_element(live_xml)
+    if graphics is None:
+        raise ValueError("the domain has no SPICE or VNC graphics device")
+    if graphics.get("type") == "vnc":
+        password = password[:VNC_PASSWORD_MAX]
+    else:
+        graphics.set("connected", "keep")
+    graphics.set("passwd", password)
+    graphics.set("passwdValidTo", valid_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return ET.tostring(graphics, encoding="unicode")
+
+
+def locked_until_now() -> datetime:
+    """A time already past, for taking a password's validity away."""
+    return datetime(2001, 1, 1, tzinfo=UTC)

@@ -1,0 +1,138 @@
+"""The registry of global configuration definitions, and reading and changing their values.
+
+Modelled on the cloud platform's global settings: each definition has a category, a name,
+a type, a default and, where it makes sense, the values it accepts. Values live in the
+database (`GlobalConfigValue`); a missing or empty value means the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+CONSOLE_MODE = "kvm.consoleMode"
+
+
+@dataclass(frozen=True)
+class ConfigDefinition:
+    """One global setting, as the code knows it."""
+
+    category: str
+    name: str
+    type: str  # "string", "integer" or "boolean"
+    default: str
+    description: str
+    valid_values: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.category}.{self.name}"
+
+    def clean(self, raw: str) -> str:
+        """The value in canonical form, or a ValidationError that names what is accepted."""
+        value = str(raw).strip()
+        if self.type == "integer":
+            try:
+                value = str(int(value))
+            except ValueError:
+                raise ValidationError(f"{self.key} must be a whole number, not {raw!r}.") from None
+        elif self.type == "boolean":
+            if value.lower() not in {"true", "false"}:
+                raise ValidationError(f"{self.key} must be true or false, not {raw!r}.")
+            value = value.lower()
+        if self.valid_values and value not in self.valid_values:
+            raise ValidationError(
+                f"{raw!r} is not a valid value for {self.key}; "
+                f"valid values are: {', '.join(self.valid_values)}."
+            )
+        return value
+
+
+DEFINITIONS: dict[str, ConfigDefinition] = {
+    definition.key: definition
+    for definition in [
+        ConfigDefinition(
+            category="kvm",
+            name="consoleMode",
+            type="string",
+            default="vnc",
+            valid_values=("vnc", "spice"),
+            description=(
+                "The console transport protocol of KVM virtual machines: vnc or spice. "
+                "spice enables SPICE connections to VMs. A running VM keeps the protocol it "
+                "was started with until it is restarted."
+            ),
+        ),
+    ]
+}
+
+
+class UnknownSetting(KeyError):
+    """No definition has this key."""
+
+    def __str__(self) -> str:
+        return f"unknown setting {self.args[0]!r}; known: {', '.join(sorted(DEFINITIONS))}"
+
+
+def definition_get(key: str) -> ConfigDefinition:
+    """The definition for 'category.name'."""
+    try:
+        return DEFINITIONS[key]
+    except KeyError:
+        raise UnknownSetting(key) from None
+
+
+def config_value(key: str) -> str:
+    """The current value of a setting: the stored one, or its default."""
+    from console.models import GlobalConfigValue
+
+    definition = definition_get(key)
+    stored = (
+        GlobalConfigValue.objects.filter(category=definition.category, name=definition.name)
+        .values_list("value", flat=True)
+        .first()
+    )
+    return stored if stored not in (None, "") else definition.default
+
+
+def config_set(*, key: str, value: str | None, actor: str, user=None) -> tuple[str, str]:
+    """Validate and store a value (None resets to the default) and record the change.
+
+    Returns (old, new) effective values.
+    """
+    from console.models import GlobalConfigChange, GlobalConfigValue
+
+    definition = definition_get(key)
+    cleaned = None if value is None else definition.clean(value)
+    with transaction.atomic():
+        row, _ = GlobalConfigValue.objects.select_for_update().get_or_create(
+            category=definition.category, name=definition.name
+        )
+        old = row.value if row.value not in (None, "") else definition.default
+        new = cleaned if cleaned is not None else definition.default
+        row.value = cleaned
+        row.save(update_fields=["value", "updated_at"])
+        GlobalConfigChange.objects.create(
+            category=definition.category,
+            name=definition.name,
+            old_value=old,
+            new_value=new,
+            changed_by=user,
+            actor=actor,
+        )
+    return old, new
+
+
+def config_reset(*, key: str, actor: str, user=None) -> tuple[str, str]:
+    """Set a setting back to its default, recording the change."""
+    return config_set(key=key, value=None, actor=actor, user=user)
+
+
+def config_rows_sync() -> None:
+    """Make sure every definition has a row (holding no value: the default applies)."""
+    from console.models import GlobalConfigValue
+
+    for definition in DEFINITIONS.values():
+        GlobalConfigValue.objects.get_or_create(category=definition.category, name=definition.name)

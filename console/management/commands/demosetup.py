@@ -1,0 +1,45 @@
+"""manage.py demosetup: the demo admin and VM of the embedded default (idempotent)."""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from console.models import Host, VirtualMachine
+
+
+class Command(BaseCommand):
+    help = "Create, once, the staff user 'admin' and a small disk-less VM 'demo' on the local host."
+
+    def handle(self, *args, **options):
+        host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
+        User = get_user_model()
+        admin = User.objects.filter(username="admin").first()
+        if admin is None:
+            password = settings.DEMO_PASSWORD or secrets.token_urlsafe(12)
+            admin = User.objects.create_superuser("admin", password=password)
+            shown = "from DEMO_PASSWORD" if settings.DEMO_PASSWORD else password
+            self.stdout.write(f"Created the staff user 'admin', password: {shown}")
+        elif settings.DEMO_PASSWORD and not admin.check_password(settings.DEMO_PASSWORD):
+            admin.set_password(settings.DEMO_PASSWORD)
+            admin.save(update_fields=["password"])
+            self.stdout.write("Set the password of 'admin' from DEMO_PASSWORD.")
+        else:
+            self.stdout.write(
+                "User 'admin' exists (its password was printed when it was created; "
+                "change it with: manage.py changepassword admin)."
+            )
+        _, created = VirtualMachine.objects.get_or_create(
+            host=host,
+            name="demo",
+            defaults={
+                "owner": admin,
+                "memory_mib": 64,
+                "vcpus": 1,
+                "boot_menu": True,
+                "description": "A disk-less VM: it boots SeaBIOS and shows its boot menu prompt.",
+            },
+        )
+        if created:
+            self.stdout.write(f"Created the VM 'demo' on {host.name} ({host.uri}).")

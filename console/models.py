@@ -1,0 +1,229 @@
+"""Global configuration values, hypervisor hosts and virtual machines."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.urls import reverse
+
+from console.globalconfig import CONSOLE_MODE, config_value
+
+
+class GlobalConfigValue(models.Model):
+    """The stored value of one registry definition; empty means the definition's default."""
+
+    category = models.CharField(max_length=64)
+    name = models.CharField(max_length=128)
+    value = models.CharField(max_length=1024, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["category", "name"], name="unique_config_key")
+        ]
+        ordering = ["category", "name"]
+        verbose_name = "global setting"
+
+    def __str__(self) -> str:
+        return f"{self.category}.{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.category}.{self.name}"
+
+
+class GlobalConfigChange(models.Model):
+    """An audit record: who changed which setting, when, from what to what."""
+
+    category = models.CharField(max_length=64)
+    name = models.CharField(max_length=128)
+    old_value = models.CharField(max_length=1024)
+    new_value = models.CharField(max_length=1024)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor = models.CharField(max_length=150, help_text="Who or what made the change.")
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        verbose_name = "global setting change"
+
+    def __str__(self) -> str:
+        return f"{self.category}.{self.name}: {self.old_value} -> {self.new_value}"
+
+
+class ConsoleMode(models.TextChoices):
+    VNC = "vnc", "VNC"
+    SPICE = "spice", "SPICE"
+
+
+class ConsoleModeChoice(models.TextChoices):
+    INHERIT = "inherit", "Inherit (kvm.consoleMode)"
+    VNC = "vnc", "VNC"
+    SPICE = "spice", "SPICE"
+
+
+URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s'\"<>]*$")
+ALL_INTERFACES = {"0.0.0.0", "::"}
+
+
+def validate_libvirt_uri(value: str) -> None:
+    if not URI_RE.match(value):
+        raise ValidationError(
+            f"{value!r} is not a libvirt URI; examples: qemu:///system, qemu+ssh://host/system."
+        )
+
+
+def validate_client_address(value: str) -> None:
+    """A host name or IP address, nothing that could carry a port, path or newline."""
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", value):
+        raise ValidationError(f"{value!r} is not a host name or IP address.")
+
+
+class Host(models.Model):
+    """A hypervisor reached through libvirt."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    uri = models.CharField(
+        "libvirt URI", max_length=255, validators=[validate_libvirt_uri], unique=True
+    )
+    console_listen_address = models.GenericIPAddressField(
+        default="127.0.0.1",
+        help_text="The address VM consoles listen on, on the host. Loopback unless clients "
+        "must reach the host directly.",
+    )
+    listen_on_all_interfaces = models.BooleanField(
+        default=False,
+        help_text="Required to let consoles listen on 0.0.0.0 or ::, i.e. every interface.",
+    )
+    console_client_address = models.CharField(
+        max_length=253,
+        default="127.0.0.1",
+        validators=[validate_client_address],
+        help_text="The host name or address a client (the portal's proxy, virt-viewer) uses "
+        "to reach consoles on this host.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.console_listen_address in ALL_INTERFACES and not self.listen_on_all_interfaces:
+            raise ValidationError(
+                {
+                    "console_listen_address": "Listening on every interface exposes consoles "
+                    "to the network; tick 'listen on all interfaces' to confirm."
+                }
+            )
+
+
+libvirt_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$",
+    "Use 1-63 letters, digits and _ . + -, starting with a letter or digit.",
+)
+
+
+def validate_disk_image(value: str) -> None:
+    if not value.startswith("/") or "\x00" in value or "\n" in value or "/../" in f"{value}/":
+        raise ValidationError("Give an absolute path to the disk image on the host, without '..'.")
+
+
+class VirtualMachineQuerySet(models.QuerySet):
+    def visible_to(self, user) -> VirtualMachineQuerySet:
+        """The VMs a user may see and operate: their own, or all of them for staff."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+
+class VirtualMachine(models.Model):
+    """A VM: the libvirt domain of the same name on its host."""
+
+    name = models.CharField(max_length=63, validators=[libvirt_name_validator])
+    uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    host = models.ForeignKey(Host, on_delete=models.PROTECT)
+    description = models.TextField(blank=True)
+    vcpus = models.PositiveSmallIntegerField(
+        "vCPUs", default=1, validators=[MinValueValidator(1), MaxValueValidator(64)]
+    )
+    memory_mib = models.PositiveIntegerField(
+        "memory (MiB)", default=64, validators=[MinValueValidator(16), MaxValueValidator(1 << 20)]
+    )
+    disk_image = models.CharField(
+        max_length=1024,
+        blank=True,
+        validators=[validate_disk_image],
+        help_text="Absolute path of a qcow2 image on the host; empty for a disk-less VM.",
+    )
+    boot_menu = models.BooleanField(
+        default=False, help_text="Show the firmware's boot menu prompt for 30 s at start."
+    )
+    console_mode = models.CharField(
+        max_length=8, choices=ConsoleModeChoice.choices, default=ConsoleModeChoice.INHERIT
+    )
+    started_mode = models.CharField(
+        max_length=8,
+        choices=ConsoleMode.choices,
+        blank=True,
+        editable=False,
+        help_text="The console mode the VM was last started with.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = VirtualMachineQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "name"], name="unique_vm_name_per_host")
+        ]
+        ordering = ["name", "id"]
+        verbose_name = "virtual machine"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("console:vm-detail", args=[self.pk])
+
+    def effective_console_mode(self) -> str:
+        """The mode a start would use now: the VM's override, or the global kvm.consoleMode."""
+        if self.console_mode != ConsoleModeChoice.INHERIT:
+            return self.console_mode
+        return config_value(CONSOLE_MODE)
+
+
+class VmEvent(models.Model):
+    """An audit record of an action on a VM: who did what, when."""
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    action = models.CharField(max_length=32)
+    detail = models.CharField(max_length=255, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "VM event"
+
+    def __str__(self) -> str:
+        return f"{self.vm} {self.action}"

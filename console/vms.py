@@ -1,0 +1,159 @@
+"""VM actions (start, shutdown, power off, reboot) and their live status, through the hypervisor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
+from console.hypervisor import (
+    ACTIVE_STATES,
+    MISSING,
+    DomainNotFound,
+    DomainNotRunning,
+    HypervisorError,
+    hypervisor_for,
+)
+from console.models import Host, VirtualMachine, VmEvent
+
+logger = logging.getLogger(__name__)
+
+
+class VmActionRefused(Exception):
+    """The action does not apply to the VM in its current state; the message says why."""
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    state: str  # a libvirt state in words, or "missing"
+    running_mode: str | None  # the console protocol the running domain has
+    effective_mode: str  # what a start would use now
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def restart_required(self) -> bool:
+        return self.is_active and self.running_mode is not None and self.running_mode != self.effective_mode
+
+
+def _running_mode(vm: VirtualMachine) -> str | None:
+    try:
+        endpoint = graphics_endpoint(hypervisor_for(vm.host.uri).xml(vm.name))
+    except DomainNotFound:
+        return None
+    return endpoint.type if endpoint else None
+
+
+def vm_status(vm: VirtualMachine) -> VmStatus:
+    """The VM's live state and console modes."""
+    state = hypervisor_for(vm.host.uri).state(vm.name)
+    running = _running_mode(vm) if state in ACTIVE_STATES else None
+    return VmStatus(state=state, running_mode=running, effective_mode=vm.effective_console_mode())
+
+
+def vm_statuses(vms: Iterable[VirtualMachine]) -> dict[int, VmStatus | HypervisorError]:
+    """Live status of many VMs: one state listing per host; a host's error stands for its VMs."""
+    by_host: dict[int, list[VirtualMachine]] = {}
+    for vm in vms:
+        by_host.setdefault(vm.host_id, []).append(vm)
+    result: dict[int, VmStatus | HypervisorError] = {}
+    for host_vms in by_host.values():
+        try:
+            states = hypervisor_for(host_vms[0].host.uri).states()
+        except HypervisorError as exc:
+            result.update({vm.id: exc for vm in host_vms})
+            continue
+        for vm in host_vms:
+            state = states.get(vm.name, MISSING)
+            running = _running_mode(vm) if state in ACTIVE_STATES else None
+            result[vm.id] = VmStatus(state, running, vm.effective_console_mode())
+    return result
+
+
+def vms_restart_required_count() -> int:
+    """How many running VMs that inherit the global mode run another protocol than it says."""
+    inheriting = VirtualMachine.objects.filter(console_mode="inherit").select_related("host")
+    statuses = vm_statuses(inheriting)
+    return sum(
+        1
+        for status in statuses.values()
+        if isinstance(status, VmStatus) and status.restart_required
+    )
+
+
+def _record(vm: VirtualMachine, user, action: str, detail: str = "") -> None:
+    VmEvent.objects.create(vm=vm, user=user, action=action, detail=detail)
+
+
+def vm_start(*, vm: VirtualMachine, user) -> str:
+    """Define the VM's domain from fresh XML for its effective console mode and start it.
+
+    Returns the console mode it started with.
+    """
+    return _start(vm, user, "start")
+
+
+def _start(vm: VirtualMachine, user, action: str) -> str:
+    mode = vm.effective_console_mode()
+    xml = domain_xml_build(
+        vm,
+        mode=mode,
+        listen_address=vm.host.console_listen_address,
+        password=graphics_password_new(mode),
+    )
+    hypervisor = hypervisor_for(vm.host.uri)
+    state = hypervisor.state(vm.name)
+    if state in ACTIVE_STATES:
+        raise VmActionRefused(f"{vm.name} is already {state}.")
+    hypervisor.define_and_start(vm.name, xml)
+    with transaction.atomic():
+        VirtualMachine.objects.filter(pk=vm.pk).update(started_mode=mode)
+        vm.started_mode = mode
+        _record(vm, user, action, f"console {mode}")
+    logger.info("started %s on %s with a %s console", vm.name, vm.host.name, mode)
+    return mode
+
+
+def vm_shutdown(*, vm: VirtualMachine, user) -> None:
+    """Ask the guest OS to shut down (ACPI); a guest without one ignores it."""
+    try:
+        hypervisor_for(vm.host.uri).shutdown(vm.name)
+    except (DomainNotRunning, DomainNotFound):
+        raise VmActionRefused(f"{vm.name} is not running.") from None
+    _record(vm, user, "shutdown")
+
+
+def vm_poweroff(*, vm: VirtualMachine, user) -> None:
+    """Power the VM off at once, like pulling the plug."""
+    try:
+        hypervisor_for(vm.host.uri).destroy(vm.name)
+    except (DomainNotRunning, DomainNotFound):
+        raise VmActionRefused(f"{vm.name} is not running.") from None
+    _record(vm, user, "poweroff")
+
+
+def vm_reboot(*, vm: VirtualMachine, user) -> str:
+    """Restart the VM's machine (power off, then start from fresh XML), applying a changed mode.
+
+    A guest-initiated reboot keeps the QEMU process and so its console protocol; only a new
+    process picks up a new one, hence the power cycle.
+    """
+    hypervisor = hypervisor_for(vm.host.uri)
+    if hypervisor.state(vm.name) not in ACTIVE_STATES:
+        raise VmActionRefused(f"{vm.name} is not running; start it instead.")
+    try:
+        hypervisor.destroy(vm.name)
+    except DomainNotRunning:
+        pass  # it stopped by itself meanwhile; starting it is what was asked for
+    return _start(vm, user, "reboot")
+
+
+def host_local_get_or_create(uri: str) -> Host:
+    """The host for the local libvirt."""
+    host, _ = Host.objects.get_or_create(uri=uri, defaults={"name": "local"})
+    return host

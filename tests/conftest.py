@@ -1,0 +1,63 @@
+"""Shared fixtures: users, the local host, and VMs whose libvirt domains are cleaned up."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.conf import settings
+
+from console.hypervisor import ACTIVE_STATES, MISSING, HypervisorError, hypervisor_for
+from console.models import Host, VirtualMachine
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-pw-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("mallory", password="mallory-pw-123")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_superuser("root", password="root-pw-123")
+
+
+@pytest.fixture
+def local_host(db) -> Host:
+    host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
+    return host
+
+
+@pytest.fixture
+def make_vm(local_host, user):
+    """Makes VMs named pt-<random> on the local host; their domains are removed afterwards."""
+    made: list[VirtualMachine] = []
+
+    def make(**fields) -> VirtualMachine:
+        fields.setdefault("name", f"pt-{uuid.uuid4().hex[:10]}")
+        fields.setdefault("owner", user)
+        fields.setdefault("host", local_host)
+        fields.setdefault("boot_menu", True)
+        vm = VirtualMachine.objects.create(**fields)
+        made.append(vm)
+        return vm
+
+    yield make
+    for vm in made:
+        domain_remove(vm.host.uri, vm.name)
+
+
+def domain_remove(uri: str, name: str) -> None:
+    hypervisor = hypervisor_for(uri)
+    try:
+        state = hypervisor.state(name)
+        if state in ACTIVE_STATES:
+            hypervisor.destroy(name)
+        if state != MISSING:
+            hypervisor.undefine(name)
+    except HypervisorError:
+        pass

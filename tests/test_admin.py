@@ -1,0 +1,56 @@
+import pytest
+from django.urls import reverse
+
+from console.globalconfig import CONSOLE_MODE, config_value
+from console.models import GlobalConfigChange, GlobalConfigValue
+
+pytestmark = pytest.mark.django_db
+
+
+def _row():
+    return GlobalConfigValue.objects.get(category="kvm", name="consoleMode")
+
+
+def test_changelist_shows_value_default_valid_values_and_description(client, staff_user):
+    client.force_login(staff_user)
+    page = client.get(reverse("admin:console_globalconfigvalue_changelist")).content.decode()
+    assert "kvm.consoleMode" in page
+    assert "vnc (default)" in page
+    assert "vnc, spice" in page
+    assert "spice enables SPICE connections" in page
+
+
+def test_edit_validates_and_records(client, staff_user):
+    client.force_login(staff_user)
+    url = reverse("admin:console_globalconfigvalue_change", args=[_row().pk])
+    refused = client.post(url, {"value": "rdp"})
+    assert refused.status_code == 200
+    assert "valid values are: vnc, spice" in refused.content.decode()
+    assert config_value(CONSOLE_MODE) == "vnc"
+
+    accepted = client.post(url, {"value": "spice"}, follow=True)
+    assert config_value(CONSOLE_MODE) == "spice"
+    change = GlobalConfigChange.objects.get()
+    assert (change.old_value, change.new_value, change.changed_by) == ("vnc", "spice", staff_user)
+    assert "No running VM needs a restart" in accepted.content.decode()
+
+
+def test_reset_action(client, staff_user):
+    client.force_login(staff_user)
+    row = _row()
+    row.value = "spice"
+    row.save()
+    client.post(
+        reverse("admin:console_globalconfigvalue_changelist"),
+        {"action": "reset_to_default", "_selected_action": [row.pk]},
+    )
+    assert config_value(CONSOLE_MODE) == "vnc"
+    assert GlobalConfigChange.objects.get().actor == f"admin:{staff_user.username}"
+
+
+def test_non_staff_cannot_change_settings(client, user):
+    client.force_login(user)
+    url = reverse("admin:console_globalconfigvalue_change", args=[_row().pk])
+    response = client.post(url, {"value": "spice"})
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert config_value(CONSOLE_MODE) == "vnc"
