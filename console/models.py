@@ -227,3 +227,62 @@ class VmEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vm} {self.action}"
+
+
+class ConsoleTicket(models.Model):
+    """Admission to one VM's console for one user, for a short time and a few connections.
+
+    Only a hash of the token is stored; the endpoint is the one read from the VM's live XML
+    when the ticket was issued, so a connection never goes anywhere a client chose.
+    """
+
+    class Kind(models.TextChoices):
+        BROWSER = "browser", "browser console"
+        VV = "vv", "virt-viewer file"
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.BROWSER)
+    protocol = models.CharField(max_length=8, choices=ConsoleMode.choices)
+    address = models.CharField(max_length=253)
+    port = models.PositiveIntegerField()
+    tls_port = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    max_connections = models.PositiveSmallIntegerField()
+    connections = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ticket for {self.vm} ({self.user})"
+
+
+class ConsoleSession(models.Model):
+    """One relayed console connection (or one .vv download): who, what, from where, how much."""
+
+    class Via(models.TextChoices):
+        CHANNELS = "channels", "portal WebSocket proxy"
+        WEBSOCKIFY = "websockify", "websockify proxy"
+        SPICE_PROXY = "spiceproxy", "SPICE HTTP proxy"
+        VV = "vv", ".vv download"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    vm = models.ForeignKey(VirtualMachine, null=True, on_delete=models.SET_NULL)
+    ticket = models.ForeignKey(ConsoleTicket, null=True, blank=True, on_delete=models.SET_NULL)
+    via = models.CharField(max_length=16, choices=Via.choices)
+    protocol = models.CharField(max_length=8, choices=ConsoleMode.choices)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    bytes_to_client = models.BigIntegerField(default=0)
+    bytes_from_client = models.BigIntegerField(default=0)
+    end_reason = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.via} {self.protocol} session on {self.vm} by {self.user}"

@@ -7,6 +7,9 @@ app_name = "console"
 urlpatterns = [
     path("", views.vm_list, name="vm-list"),
     path("vms/<int:vm_id>/", views.vm_detail, name="vm-detail"),
+    path("vms/<int:vm_id>/state/", views.vm_state, name="vm-state"),
+    path("vms/<int:vm_id>/console/", views.vm_console, name="vm-console"),
+    path("vms/<int:vm_id>/console/ticket/", views.vm_console_ticket, name="vm-console-ticket"),
     re_path(
         r"^vms/(?P<vm_id>[0-9]+)/(?P<action>start|shutdown|poweroff|reboot)/$",
         views.vm_action,

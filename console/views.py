@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import VirtualMachine
+from console.tickets import ConsoleUnavailable, console_ticket_issue
 from console.vms import (
     VmActionRefused,
     vm_poweroff,
@@ -74,4 +80,68 @@ def vm_action(request, vm_id: str, action: str):
         messages.success(request, done.format(vm=vm.name, result=(result or "").upper()))
     if request.POST.get("next") == "list":
         return redirect("console:vm-list")
+    if request.POST.get("next") == "console" and action == "start":
+        return redirect("console:vm-console", vm.id)
     return redirect(vm)
+
+
+def _ticket_payload(request, vm, issued) -> dict:
+    """What a console page needs to connect: where, with which token and password, until when."""
+    return {
+        "protocol": issued.protocol,
+        "token": issued.token,
+        "password": issued.password,
+        "expires": issued.expires_at.isoformat(),
+        "wsPath": reverse("console-ws", args=[vm.id]),
+        "proxyUrl": settings.CONSOLE_PROXY_URL,
+    }
+
+
+@login_required
+@never_cache
+def vm_console(request, vm_id: int):
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    context = {"vm": vm}
+    try:
+        issued = console_ticket_issue(user=request.user, vm=vm)
+    except ConsoleUnavailable as exc:
+        context["unavailable"] = str(exc)
+        context["status"] = vm_status(vm)
+        return render(request, "console/console_unavailable.html", context, status=409)
+    context["connect"] = _ticket_payload(request, vm, issued)
+    context["ticket_url"] = reverse("console:vm-console-ticket", args=[vm.id])
+    context["state_url"] = reverse("console:vm-state", args=[vm.id])
+    template = "console/console_spice.html" if issued.protocol == "spice" else "console/console_vnc.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def vm_console_ticket(request, vm_id: int):
+    """A fresh ticket for the Reconnect button (JSON)."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    try:
+        issued = console_ticket_issue(user=request.user, vm=vm)
+    except ConsoleUnavailable as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    except HypervisorUnavailable as exc:
+        return JsonResponse({"error": f"{vm.host.name} does not answer: {exc}"}, status=503)
+    response = JsonResponse(_ticket_payload(request, vm, issued))
+    add_never_cache_headers(response)
+    return response
+
+
+@login_required
+def vm_state(request, vm_id: int):
+    """The VM's state (JSON), for the console page to explain a disconnect."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    try:
+        state = vm_status(vm).state
+    except HypervisorUnavailable as exc:
+        return JsonResponse({"state": "unknown", "error": str(exc)}, status=503)
+    return JsonResponse({"state": state})
+
+
+def console_ws_http(request, vm_id: int):
+    """The console proxy speaks WebSocket only."""
+    return HttpResponse("This is a WebSocket endpoint.\n", status=426, content_type="text/plain")

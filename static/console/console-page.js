@@ -1,0 +1,98 @@
+// The console page's shared part: the connection settings, the toolbar and the status line.
+// A protocol module (spice-console.js, vnc-console.js) supplies connect/disconnect/keys/scale.
+
+const CLOSE_REASONS = {
+  1006: "the connection to the portal was lost",
+  4001: "this page is not served by the portal (Origin refused)",
+  4002: "you are not logged in; log in again and press Reconnect",
+  4003: "the console ticket is unknown; press Reconnect",
+  4004: "the console ticket expired before the connection was made; press Reconnect",
+  4005: "the console ticket has been used up; press Reconnect",
+  4006: "the console ticket belongs to another user",
+  4007: "the console ticket is for another VM",
+  4008: "you may no longer use this VM",
+  4010: "the VM's console does not accept connections",
+  4011: "the VM closed its console (it was shut down or restarted)",
+};
+
+const script = document.getElementById("console-script");
+const statusLine = document.getElementById("status");
+const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+
+export function setStatus(kind, text) {
+  statusLine.className = `status ${kind}`;
+  statusLine.textContent = text;
+}
+
+export function closeReason(code) {
+  return CLOSE_REASONS[code] || `the connection closed (code ${code})`;
+}
+
+/** The WebSocket URL for a ticket: the portal's own proxy, or a configured websockify. */
+export function socketUrl(ticket) {
+  const token = encodeURIComponent(ticket.token);
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  if (ticket.proxyUrl) {
+    const base = ticket.proxyUrl.startsWith("//") ? scheme + ticket.proxyUrl : ticket.proxyUrl;
+    return `${base}${base.includes("?") ? "&" : "?"}token=${token}`;
+  }
+  return `${scheme}//${location.host}${ticket.wsPath}?token=${token}`;
+}
+
+async function freshTicket() {
+  const response = await fetch(script.dataset.ticketUrl, {
+    method: "POST",
+    headers: { "X-CSRFToken": csrfToken },
+    credentials: "same-origin",
+  });
+  const body = await response.json().catch(() => ({ error: `the portal answered ${response.status}` }));
+  if (!response.ok) throw new Error(body.error || `the portal answered ${response.status}`);
+  return body;
+}
+
+/** Explain a disconnect in words, asking the portal about the VM's state when it helps. */
+export async function disconnected(code) {
+  let text = `Disconnected: ${closeReason(code)}.`;
+  if (code === 4011 || code === 4010 || code === 1006) {
+    try {
+      const response = await fetch(script.dataset.stateUrl, { credentials: "same-origin" });
+      const { state } = await response.json();
+      if (state && state !== "running") text = `Disconnected: the VM is ${state}. Start it from its page, then press Reconnect.`;
+    } catch (_) { /* keep the close code's explanation */ }
+  }
+  setStatus("disconnected", text);
+}
+
+/** Wire the toolbar to a protocol client and connect with the ticket the page came with. */
+export function consolePage(client) {
+  const screenArea = document.getElementById("screen-area");
+  let ticket = JSON.parse(document.getElementById("console-connect").textContent);
+
+  document.getElementById("send-cad").addEventListener("click", () => client.sendCtrlAltDel());
+  document.getElementById("fullscreen").addEventListener("click", () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else document.body.requestFullscreen().catch(() => {});
+    client.focus();
+  });
+  const scaleButton = document.getElementById("scale");
+  scaleButton.addEventListener("click", () => {
+    const on = scaleButton.getAttribute("aria-pressed") !== "true";
+    scaleButton.setAttribute("aria-pressed", String(on));
+    screenArea.classList.toggle("scaled", on);
+    client.setScale(on);
+    client.focus();
+  });
+  document.getElementById("reconnect").addEventListener("click", async () => {
+    client.disconnect();
+    setStatus("connecting", "Getting a fresh ticket…");
+    try {
+      ticket = await freshTicket();
+    } catch (error) {
+      setStatus("disconnected", `Cannot reconnect: ${error.message}`);
+      return;
+    }
+    setStatus("connecting", "Connecting…");
+    client.connect(ticket);
+  });
+  client.connect(ticket);
+}

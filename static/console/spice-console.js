@@ -1,0 +1,66 @@
+// The SPICE console: spice-html5 (installed at set-up into static/spice-html5/).
+import * as SpiceHtml5 from "../spice-html5/main.js";
+import { consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+
+const screen = document.getElementById("spice-screen");
+const screenArea = document.getElementById("screen-area");
+let connection = null;
+let scaled = false;
+
+function applyScale() {
+  // A CSS transform, not a size change: spice-html5 reads mouse positions as offsetX/offsetY,
+  // which browsers report in the element's own (untransformed) coordinates.
+  const canvas = screen.querySelector("canvas");
+  if (!scaled || !canvas) {
+    screen.style.transform = "";
+    return;
+  }
+  const factor = Math.min(screenArea.clientWidth / canvas.width, screenArea.clientHeight / canvas.height);
+  screen.style.transform = `scale(${factor})`;
+}
+
+new ResizeObserver(applyScale).observe(screenArea);
+new MutationObserver(applyScale).observe(screen, { childList: true, subtree: true, attributes: true });
+
+const client = {
+  connect(ticket) {
+    screen.replaceChildren();
+    const current = new SpiceHtml5.SpiceMainConn({
+      uri: socketUrl(ticket),
+      screen_id: "spice-screen",
+      password: ticket.password,
+      onsuccess: () => setStatus("connected", "Connected"),
+      onerror: (error) => {
+        if (current !== connection) return;
+        if (error && error.message === "Permission denied.") {
+          setStatus("disconnected", "Disconnected: the VM refused the console password; press Reconnect.");
+        }
+      },
+    });
+    connection = current;
+    current.ws.addEventListener("close", (event) => {
+      if (current === connection && current.state !== "closing") disconnected(event.code);
+    });
+  },
+  disconnect() {
+    const old = connection;
+    connection = null;
+    if (old) {
+      old.state = "closing";
+      old.stop();
+    }
+  },
+  sendCtrlAltDel() {
+    if (connection) SpiceHtml5.sendCtrlAltDel(connection);
+  },
+  setScale(on) {
+    scaled = on;
+    applyScale();
+  },
+  focus() {
+    const canvas = screen.querySelector("canvas");
+    if (canvas) canvas.focus();
+  },
+};
+
+consolePage(client);

@@ -1,0 +1,52 @@
+// The VNC console: noVNC (installed at set-up into static/novnc/).
+import RFB from "../novnc/core/rfb.js";
+import { consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+
+const screen = document.getElementById("vnc-screen");
+let rfb = null;
+let scaled = false;
+
+const client = {
+  connect(ticket) {
+    // noVNC is handed the socket, so the page can read the proxy's close code.
+    const socket = new WebSocket(socketUrl(ticket), ["binary"]);
+    const current = new RFB(screen, socket, { credentials: { password: ticket.password } });
+    current.scaleViewport = scaled;
+    current.focusOnClick = true;
+    current.addEventListener("connect", () => {
+      setStatus("connected", "Connected");
+      current.focus();
+    });
+    current.addEventListener("securityfailure", (event) => {
+      if (current === rfb) setStatus("disconnected", `Disconnected: the VM refused the console password (${event.detail.reason || "security failure"}); press Reconnect.`);
+    });
+    current.addEventListener("credentialsrequired", () => {
+      setStatus("disconnected", "Disconnected: the VM asked for credentials the ticket did not carry; press Reconnect.");
+    });
+    socket.addEventListener("close", (event) => {
+      if (current === rfb && !statusIsFinal()) disconnected(event.code);
+    });
+    rfb = current;
+  },
+  disconnect() {
+    const old = rfb;
+    rfb = null;
+    if (old) old.disconnect();
+  },
+  sendCtrlAltDel() {
+    if (rfb) rfb.sendCtrlAltDel();
+  },
+  setScale(on) {
+    scaled = on;
+    if (rfb) rfb.scaleViewport = on;
+  },
+  focus() {
+    if (rfb) rfb.focus();
+  },
+};
+
+function statusIsFinal() {
+  return document.getElementById("status").textContent.includes("refused the console password");
+}
+
+consolePage(client);
