@@ -8,7 +8,15 @@ from django.core.exceptions import ValidationError
 
 from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
 from console.hypervisor import HypervisorError
-from console.models import GlobalConfigChange, GlobalConfigValue, Host, VirtualMachine, VmEvent
+from console.models import (
+    ConsoleSession,
+    ConsoleTicket,
+    GlobalConfigChange,
+    GlobalConfigValue,
+    Host,
+    VirtualMachine,
+    VmEvent,
+)
 from console.vms import vms_restart_required_count
 
 
@@ -142,3 +150,20 @@ class VirtualMachineAdmin(admin.ModelAdmin):
 class VmEventAdmin(ReadOnlyAdmin):
     list_display = ["at", "vm", "action", "detail", "user"]
     list_filter = ["action"]
+
+
+@admin.register(ConsoleSession)
+class ConsoleSessionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at", "ended_at", "vm", "user", "via", "protocol", "client_address",
+        "bytes_to_client", "bytes_from_client", "end_reason",
+    ]
+    list_filter = ["via", "protocol", "end_reason"]
+    search_fields = ["vm__name", "user__username", "client_address"]
+
+
+@admin.register(ConsoleTicket)
+class ConsoleTicketAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "expires_at", "kind", "vm", "user", "protocol", "connections", "max_connections"]
+    list_filter = ["kind", "protocol"]
+    exclude = ["token_hash"]

@@ -185,7 +185,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "console": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        "console": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
 # WhiteNoise serves static files inside the Daphne process straight from the app and

@@ -54,3 +54,14 @@ def test_non_staff_cannot_change_settings(client, user):
     response = client.post(url, {"value": "spice"})
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert config_value(CONSOLE_MODE) == "vnc"
+
+
+def test_staff_see_console_sessions(client, staff_user, user):
+    from console.models import ConsoleSession, Host, VirtualMachine
+
+    host = Host.objects.create(name="fake", uri="test:///default")
+    vm = VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
+    ConsoleSession.objects.create(user=user, vm=vm, via="channels", protocol="vnc", client_address="127.0.0.9")
+    client.force_login(staff_user)
+    page = client.get(reverse("admin:console_consolesession_changelist")).content.decode()
+    assert "127.0.0.9" in page and "vm-a" in page

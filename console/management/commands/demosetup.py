@@ -12,7 +12,10 @@ from console.models import Host, VirtualMachine
 class Command(BaseCommand):
     help = "Create, once, the staff user 'admin' and a small disk-less VM 'demo' on the local host."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--vm-name", default="demo", help="name of the demo VM (default: demo)")
+
+    def handle(self, *args, vm_name, **options):
         host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
         User = get_user_model()
         admin = User.objects.filter(username="admin").first()
@@ -32,7 +35,7 @@ class Command(BaseCommand):
             )
         _, created = VirtualMachine.objects.get_or_create(
             host=host,
-            name="demo",
+            name=vm_name,
             defaults={
                 "owner": admin,
                 "memory_mib": 64,
@@ -42,4 +45,4 @@ class Command(BaseCommand):
             },
         )
         if created:
-            self.stdout.write(f"Created the VM 'demo' on {host.name} ({host.uri}).")
+            self.stdout.write(f"Created the VM '{vm_name}' on {host.name} ({host.uri}).")

@@ -1,0 +1,171 @@
+"""End-to-end fixtures: the portal run as a user runs it (Daphne in its own process, its own
+SQLite database), the real libvirtd, and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+PASSWORD = "e2e-" + uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
+
+
+@dataclass
+class Portal:
+    """A running portal: its URL, its environment, and its manage.py."""
+
+    url: str
+    env: dict
+    vm_name: str
+    processes: list = field(default_factory=list)
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)}: {result.stderr}")
+        return result.stdout
+
+    def start(self, name: str, argv: list[str], port: int, extra_env: dict | None = None) -> subprocess.Popen:
+        log = open(ARTIFACTS / f"{name}.log", "w")
+        process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log)
+        self.processes.append(process)
+        wait_for_port(port, process, name)
+        return process
+
+
+def virsh(*args: str) -> subprocess.CompletedProcess:
+    from django.conf import settings
+
+    return subprocess.run(["virsh", "-c", settings.LIBVIRT_URI, *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def portal(tmp_path_factory):
+    """The portal on Daphne at 127.0.0.1:<free port>, with a demo admin and a demo VM of its own."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = tmp_path_factory.mktemp("portal") / "db.sqlite3"
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{db}",
+        "DEMO_PASSWORD": PASSWORD,
+        "SECRET_KEY": uuid.uuid4().hex * 2,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+    }
+    env.pop("CONSOLE_PROXY_URL", None)
+    portal = Portal(url=f"http://127.0.0.1:{port}", env=env, vm_name=f"e2e-{uuid.uuid4().hex[:8]}")
+    portal.manage("migrate", "-v0")
+    portal.manage("demosetup", "--vm-name", portal.vm_name)
+    daphne = [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+    portal.start("daphne", daphne, port)
+    yield portal
+    for process in portal.processes:
+        process.terminate()
+        process.wait(10)
+    virsh("destroy", portal.vm_name)
+    virsh("undefine", portal.vm_name)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.failed_call = report.failed
+    return report
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page; on failure its screenshot is saved under test-artifacts/."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    yield page
+    if getattr(request.node, "failed_call", False):
+        shot = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name) + ".png")
+        page.screenshot(path=shot)
+        print(f"\nscreenshot of the failed page: {shot}")
+    context.close()
+
+
+def login(page, portal) -> None:
+    page.goto(f"{portal.url}/accounts/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{portal.url}/")
+
+
+CANVAS_STATS = """(selector) => {
+  const canvas = document.querySelector(selector);
+  if (!canvas || !canvas.width || !canvas.height) return {colours: 0, lit: 0};
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const colours = new Set();
+  let lit = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    if (data[i] + data[i + 1] + data[i + 2] > 96) lit++;
+  }
+  return {colours: colours.size, lit};
+}"""
+
+
+def canvas_stats(page, selector: str) -> dict:
+    return page.evaluate(CANVAS_STATS, selector)
+
+
+def wait_for_canvas(page, selector: str, predicate, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    stats = canvas_stats(page, selector)
+    while not predicate(stats):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the console canvas never showed the expected picture: {stats}")
+        page.wait_for_timeout(100)
+        stats = canvas_stats(page, selector)
+    return stats

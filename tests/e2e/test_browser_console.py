@@ -1,0 +1,78 @@
+"""In a real browser, on the real stack: see the VM's screen and type into it, over SPICE and VNC."""
+
+import pytest
+
+from tests.e2e.conftest import login, virsh, wait_for_canvas
+
+pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
+
+CANVAS = {"spice": "#spice-screen canvas", "vnc": "#vnc-screen canvas"}
+
+
+def start_vm_in_mode(page, portal, mode: str) -> None:
+    """As an admin would: set kvm.consoleMode, then start (or reboot) the VM from its page."""
+    portal.manage("globalconfig", "set", "kvm.consoleMode", mode)
+    login(page, portal)
+    page.click(f"text={portal.vm_name}")
+    if page.locator("button:has-text('Reboot')").count():
+        page.click("button:has-text('Reboot')")
+    else:
+        page.click("button:has-text('Start')")
+    page.wait_for_selector(f".messages >> text=console")
+    assert f"{mode.upper()} console" in page.inner_text(".messages")
+
+
+def open_console_and_press_escape(page, portal, mode: str) -> None:
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    assert page.inner_text(".protocol") == mode.upper()
+    selector = CANVAS[mode]
+    # SeaBIOS's banner: light text on black, so several colours and some lit pixels.
+    before = wait_for_canvas(page, selector, lambda s: s["colours"] >= 2 and s["lit"] > 200)
+    page.click(selector)
+    page.keyboard.press("Escape")
+    # "Select boot device:" and the device list add lines of text.
+    after = wait_for_canvas(page, selector, lambda s: s["lit"] > before["lit"] * 1.2)
+    assert after["lit"] > before["lit"]
+
+
+@pytest.mark.parametrize("mode", ["spice", "vnc"])
+def test_console_shows_the_screen_and_takes_keys(page, portal, mode):
+    start_vm_in_mode(page, portal, mode)
+    open_console_and_press_escape(page, portal, mode)
+
+
+def test_vm_shut_down_mid_session_is_explained(page, portal):
+    start_vm_in_mode(page, portal, "vnc")
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    virsh("destroy", portal.vm_name)
+    page.wait_for_selector("#status.disconnected", timeout=20000)
+    assert "shut off" in page.inner_text("#status")
+    page.click("#reconnect")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('Cannot reconnect')")
+    assert "start it" in page.inner_text("#status")
+
+
+def test_console_of_a_stopped_vm_offers_start(page, portal):
+    portal.manage("globalconfig", "set", "kvm.consoleMode", "vnc")
+    virsh("destroy", portal.vm_name)
+    login(page, portal)
+    page.goto(f"{portal.url}/vms/1/console/")
+    assert "start it to open its console" in page.inner_text("#console-unavailable")
+    page.click("button:has-text('open its console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    wait_for_canvas(page, CANVAS["vnc"], lambda s: s["colours"] >= 2)
+
+
+def test_reconnect_gets_a_fresh_ticket(page, portal):
+    start_vm_in_mode(page, portal, "spice")
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    first_token = page.evaluate("JSON.parse(document.getElementById('console-connect').textContent).token")
+    with page.expect_response(lambda r: r.url.endswith("/console/ticket/")) as ticket_response:
+        page.click("#reconnect")
+    fresh = ticket_response.value.json()
+    assert ticket_response.value.status == 200 and fresh["token"] != first_token
+    page.wait_for_selector("#status.connected", timeout=20000)
+    wait_for_canvas(page, CANVAS["spice"], lambda s: s["colours"] >= 2 and s["lit"] > 200)

@@ -1,0 +1,188 @@
+"""The WebSocket console proxy, with WebsocketCommunicator against a local TCP echo server."""
+
+import asyncio
+import secrets
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
+from console.routing import websocket_urlpatterns
+from console.tickets import Refusal, token_hash
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+class EchoServer:
+    """A console stand-in: greets, then echoes; remembers how many connected."""
+
+    def __init__(self):
+        self.connections = 0
+        self.open = 0
+        self.writers = []
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        self.open += 1
+        self.writers.append(writer)
+        writer.write(b"HELLO")
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+def vms(user):
+    host = Host.objects.create(name="fake", uri="test:///default")
+    return (
+        VirtualMachine.objects.create(name="vm-a", owner=user, host=host),
+        VirtualMachine.objects.create(name="vm-b", owner=user, host=host),
+    )
+
+
+def make_ticket(user, vm, port, *, seconds=60, max_connections=8):
+    token = secrets.token_urlsafe(32)
+    ConsoleTicket.objects.create(
+        token_hash=token_hash(token), user=user, vm=vm, protocol="vnc", address="127.0.0.1",
+        port=port, expires_at=timezone.now() + timedelta(seconds=seconds), max_connections=max_connections,
+    )
+    return token
+
+
+def communicator(vm_id, token, user, headers=(ORIGIN,), subprotocols=("binary",)):
+    comm = WebsocketCommunicator(
+        URLRouter(websocket_urlpatterns),
+        f"/ws/console/{vm_id}/?token={token}",
+        headers=list(headers),
+        subprotocols=list(subprotocols),
+    )
+    comm.scope["user"] = user
+    comm.scope["client"] = ["127.0.0.1", 50000]
+    return comm
+
+
+async def test_relays_bytes_both_ways_and_records_the_session(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = communicator(vms[0].id, token, user)
+        connected, subprotocol = await comm.connect()
+        assert connected and subprotocol == "binary"
+        assert await comm.receive_from() == b"HELLO"
+        payload = bytes(range(256)) * 400
+        await comm.send_to(bytes_data=payload)
+        echoed = b""
+        while len(echoed) < len(payload):
+            echoed += await comm.receive_from()
+        assert echoed == payload
+        await comm.disconnect()
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert (session.bytes_to_client, session.bytes_from_client) == (5 + len(payload), len(payload))
+        assert session.ended_at is not None and session.end_reason == "client closed"
+        assert session.client_address == "127.0.0.1" and session.via == "channels"
+        await asyncio.sleep(0.05)
+        assert echo.open == 0  # the VM side was closed too
+    assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
+
+
+async def test_console_closing_ends_the_session(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = communicator(vms[0].id, token, user)
+        await comm.connect()
+        assert await comm.receive_from() == b"HELLO"
+        echo.writers[0].close()  # the VM shuts down
+        closed = await comm.receive_output()
+        assert closed == {"type": "websocket.close", "code": 4011, "reason": "console closed"}
+        await comm.disconnect(code=4011)  # what Daphne does once the close handshake is done
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert session.end_reason == "console closed"
+    assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
+
+
+async def refused_with(comm):
+    connected, _ = await comm.connect()
+    assert connected  # accepted only to say why
+    message = await comm.receive_output()
+    assert message["type"] == "websocket.close"
+    await comm.disconnect(code=message["code"])
+    return message["code"]
+
+
+async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vms):
+    vm_a, vm_b = vms
+    async with EchoServer() as echo:
+        new = database_sync_to_async(make_ticket)
+        cases = [
+            (Refusal.NOT_LOGGED_IN, communicator(vm_a.id, await new(user, vm_a, echo.port), AnonymousUser())),
+            (Refusal.OTHER_USER, communicator(vm_a.id, await new(user, vm_a, echo.port), other_user)),
+            (Refusal.EXPIRED, communicator(vm_a.id, await new(user, vm_a, echo.port, seconds=-1), user)),
+            (Refusal.OTHER_VM, communicator(vm_b.id, await new(user, vm_a, echo.port), user)),
+            (
+                Refusal.FOREIGN_ORIGIN,
+                communicator(vm_a.id, await new(user, vm_a, echo.port), user,
+                             headers=[(b"origin", b"https://evil.example")]),
+            ),
+            (Refusal.FOREIGN_ORIGIN, communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[])),
+            (Refusal.UNKNOWN_TICKET, communicator(vm_a.id, "made-up-token", user)),
+            (Refusal.UNKNOWN_TICKET, communicator(vm_a.id, "", user)),
+        ]
+        for refusal, comm in cases:
+            assert await refused_with(comm) == refusal.value, refusal
+        assert echo.connections == 0
+        assert not await database_sync_to_async(ConsoleSession.objects.exists)()
+        # Refusals use up nothing: the tickets still have every connection left.
+        counts = await database_sync_to_async(list)(ConsoleTicket.objects.values_list("connections", flat=True))
+        assert set(counts) == {0}
+    assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
+
+
+async def test_a_ticket_admits_several_connections_up_to_its_cap(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, max_connections=2)
+        first, second = communicator(vms[0].id, token, user), communicator(vms[0].id, token, user)
+        for comm in (first, second):
+            assert (await comm.connect())[0]
+            assert await comm.receive_from() == b"HELLO"
+        assert await refused_with(communicator(vms[0].id, token, user)) == Refusal.EXHAUSTED.value
+        for comm in (first, second):
+            await comm.disconnect()
+        assert echo.connections == 2
+
+
+async def test_revoked_access_refuses_an_issued_ticket(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        await database_sync_to_async(type(user).objects.filter(pk=user.pk).update)(is_active=False)
+        assert await refused_with(communicator(vms[0].id, token, user)) == Refusal.FORBIDDEN.value
+        assert echo.connections == 0
+
+
+async def test_unreachable_console(user, vms):
+    async with EchoServer() as echo:
+        port = echo.port
+    token = await database_sync_to_async(make_ticket)(user, vms[0], port)  # nothing listens now
+    assert await refused_with(communicator(vms[0].id, token, user)) == 4010

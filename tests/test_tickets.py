@@ -1,0 +1,91 @@
+"""Console tickets on the real libvirtd: issuing one opens the VM's graphics password, briefly."""
+
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from console.hypervisor import hypervisor_for
+from console.models import ConsoleTicket
+from console.tickets import ConsoleUnavailable, console_ticket_issue, token_hash
+from console.vms import vm_start
+
+pytestmark = [pytest.mark.django_db, pytest.mark.hypervisor]
+
+
+def live_graphics(vm):
+    xml = hypervisor_for(vm.host.uri).xml(vm.name, secure=True)
+    return ET.fromstring(xml).find("devices/graphics")
+
+
+@pytest.mark.parametrize("mode", ["spice", "vnc"])
+def test_issue_sets_a_fresh_password_valid_as_long_as_the_ticket(make_vm, user, mode, settings):
+    settings.CONSOLE_TICKET_SECONDS = 60
+    vm = make_vm(console_mode=mode)
+    vm_start(vm=vm, user=user)
+    locked = live_graphics(vm)
+    assert locked.get("passwdValidTo") == "2001-01-01T00:00:00"
+
+    issued = console_ticket_issue(user=user, vm=vm)
+    graphics = live_graphics(vm)
+    assert graphics.get("passwd") == issued.password
+    assert graphics.get("passwd") != locked.get("passwd")
+    assert len(issued.password) == (8 if mode == "vnc" else 32)
+    valid_to = datetime.fromisoformat(graphics.get("passwdValidTo")).replace(tzinfo=timezone.utc)
+    assert abs(valid_to - issued.expires_at) < timedelta(seconds=1)
+    assert timedelta(seconds=58) < issued.expires_at - datetime.now(timezone.utc) <= timedelta(seconds=60)
+
+    ticket = ConsoleTicket.objects.get()
+    assert ticket.token_hash == token_hash(issued.token) and issued.token not in ticket.token_hash
+    assert (ticket.protocol, ticket.address, ticket.port) == (mode, "127.0.0.1", int(graphics.get("port")))
+    assert len(issued.token) >= 43  # 256 bits, URL-safe base64
+
+
+def test_no_ticket_for_a_stopped_vm(make_vm, user):
+    vm = make_vm()
+    with pytest.raises(ConsoleUnavailable, match="start it"):
+        console_ticket_issue(user=user, vm=vm)
+    assert not ConsoleTicket.objects.exists()
+
+
+def test_no_ticket_for_someone_elses_vm(make_vm, other_user):
+    vm = make_vm()
+    with pytest.raises(PermissionError):
+        console_ticket_issue(user=other_user, vm=vm)
+
+
+def test_console_page_of_a_stopped_vm_offers_start(client, make_vm, user):
+    vm = make_vm()
+    client.force_login(user)
+    response = client.get(reverse("console:vm-console", args=[vm.id]))
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "start it to open its console" in page and "open its console</button>" in page
+
+
+def test_console_page_and_ticket_of_a_running_vm(make_vm, user):
+    vm = make_vm(console_mode="spice")
+    vm_start(vm=vm, user=user)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    page = client.get(reverse("console:vm-console", args=[vm.id]))
+    assert page.status_code == 200
+    assert "no-store" in page["Cache-Control"]
+    assert "spice-console.js" in page.content.decode()
+    ticket_url = reverse("console:vm-console-ticket", args=[vm.id])
+    assert client.post(ticket_url).status_code == 403  # no CSRF token
+    fresh = client.post(ticket_url, HTTP_X_CSRFTOKEN=str(page.context["csrf_token"])).json()
+    assert fresh["protocol"] == "spice" and fresh["wsPath"] == f"/ws/console/{vm.id}/"
+    assert ConsoleTicket.objects.count() == 2
+
+
+def test_console_entry_points_are_404_for_other_users(client, make_vm, user, other_user):
+    vm = make_vm()
+    vm_start(vm=vm, user=user)
+    client.force_login(other_user)
+    assert client.get(reverse("console:vm-console", args=[vm.id])).status_code == 404
+    assert client.post(reverse("console:vm-console-ticket", args=[vm.id])).status_code == 404
+    assert client.get(reverse("console:vm-state", args=[vm.id])).status_code == 404
+    assert not ConsoleTicket.objects.exists()
