@@ -61,3 +61,10 @@ def domain_remove(uri: str, name: str) -> None:
             hypervisor.undefine(name)
     except HypervisorError:
         pass
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main thread
+    while its browser is open, which the other tests (rightly) cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -103,7 +103,7 @@ def portal(tmp_path_factory):
     virsh("undefine", portal.vm_name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
