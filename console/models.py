@@ -116,6 +116,19 @@ class Host(models.Model):
         "to reach consoles on this host.",
     )
 
+    spice_ca_cert = models.TextField(
+        "SPICE CA certificate",
+        blank=True,
+        help_text="PEM of the CA that signed the host's SPICE TLS certificate. When set and a "
+        "VM has a TLS port, .vv files tell virt-viewer to use TLS and trust this CA.",
+    )
+    spice_host_subject = models.CharField(
+        "SPICE certificate subject",
+        max_length=255,
+        blank=True,
+        help_text='The subject of the host\'s SPICE certificate, e.g. "C=US,O=Example,CN=host1".',
+    )
+
     class Meta:
         ordering = ["name"]
 
@@ -286,3 +299,15 @@ class ConsoleSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.via} {self.protocol} session on {self.vm} by {self.user}"
+
+
+class ConsolePreference(models.Model):
+    """A user's console preferences."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
+    vv_fullscreen = models.BooleanField(
+        "open virt-viewer fullscreen", default=False
+    )
+
+    def __str__(self) -> str:
+        return f"console preferences of {self.user}"

@@ -28,3 +28,17 @@ def console_session_end(
         bytes_from_client=F("bytes_from_client") + bytes_from_client,
         end_reason=reason[:64],
     )
+
+
+def console_download_record(*, ticket: ConsoleTicket, client_address: str | None) -> ConsoleSession:
+    """A .vv download, recorded like a session that ends as it starts."""
+    return ConsoleSession.objects.create(
+        user_id=ticket.user_id,
+        vm_id=ticket.vm_id,
+        ticket=ticket,
+        via=ConsoleSession.Via.VV,
+        protocol=ticket.protocol,
+        client_address=client_address or None,
+        ended_at=timezone.now(),
+        end_reason="downloaded",
+    )

@@ -1,6 +1,7 @@
 """Console tickets: issue one (and open the VM's console password for it), and admit connections.
 
-A ticket is a random token (256 bits) that only the client sees; the database keeps its
+A ticket is a random token (192 bits, hex, so it can also stand as a host name in a .vv
+file's proxy CONNECT) that only the client sees; the database keeps its
 SHA-256. Issuing one reads the console endpoint from the running domain's live XML and sets a
 fresh graphics password on the domain that expires with the ticket, so even someone who can
 reach the console port on the host cannot connect without one.
@@ -102,6 +103,7 @@ def console_ticket_issue(
     vm: VirtualMachine,
     kind: str = ConsoleTicket.Kind.BROWSER,
     seconds: int | None = None,
+    max_connections: int | None = None,
 ) -> IssuedTicket:
     """Issue a ticket for `user` to `vm`'s console and open the console's password for it."""
     if not vm_may_use(user, vm):
@@ -120,7 +122,7 @@ def console_ticket_issue(
         )
     except (DomainNotRunning, DomainNotFound):
         raise ConsoleUnavailable(f"{vm.name} stopped; start it to open its console.") from None
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(24)
     ConsoleTicket.objects.filter(expires_at__lt=now - TICKET_RETENTION).delete()
     ticket = ConsoleTicket.objects.create(
         token_hash=token_hash(token),
@@ -133,7 +135,7 @@ def console_ticket_issue(
         port=endpoint.port,
         tls_port=endpoint.tls_port,
         expires_at=expires_at,
-        max_connections=settings.CONSOLE_TICKET_MAX_CONNECTIONS,
+        max_connections=max_connections or settings.CONSOLE_TICKET_MAX_CONNECTIONS,
     )
     return IssuedTicket(token, password, endpoint.type, expires_at, ticket)
 

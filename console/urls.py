@@ -10,6 +10,7 @@ urlpatterns = [
     path("vms/<int:vm_id>/state/", views.vm_state, name="vm-state"),
     path("vms/<int:vm_id>/console/", views.vm_console, name="vm-console"),
     path("vms/<int:vm_id>/console/ticket/", views.vm_console_ticket, name="vm-console-ticket"),
+    path("vms/<int:vm_id>/console.vv", views.vm_console_vv, name="vm-console-vv"),
     re_path(
         r"^vms/(?P<vm_id>[0-9]+)/(?P<action>start|shutdown|poweroff|reboot)/$",
         views.vm_action,

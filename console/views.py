@@ -14,8 +14,10 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user
 from console.hypervisor import HypervisorError, HypervisorUnavailable
-from console.models import VirtualMachine
+from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
+from console.sessions import console_download_record
 from console.tickets import ConsoleUnavailable, console_ticket_issue
+from console.vv import VvFile, vv_render
 from console.vms import (
     VmActionRefused,
     vm_poweroff,
@@ -48,10 +50,16 @@ def vm_list(request):
 @login_required
 def vm_detail(request, vm_id: int):
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    preference = ConsolePreference.objects.filter(user=request.user).first()
     return render(
         request,
         "console/vm_detail.html",
-        {"vm": vm, "status": vm_status(vm), "events": vm.events.select_related("user")[:10]},
+        {
+            "vm": vm,
+            "status": vm_status(vm),
+            "events": vm.events.select_related("user")[:10],
+            "vv_fullscreen": preference.vv_fullscreen if preference else False,
+        },
     )
 
 
@@ -109,6 +117,8 @@ def vm_console(request, vm_id: int):
         context["status"] = vm_status(vm)
         return render(request, "console/console_unavailable.html", context, status=409)
     context["connect"] = _ticket_payload(request, vm, issued)
+    preference = ConsolePreference.objects.filter(user=request.user).first()
+    context["vv_fullscreen"] = preference.vv_fullscreen if preference else False
     context["ticket_url"] = reverse("console:vm-console-ticket", args=[vm.id])
     context["state_url"] = reverse("console:vm-state", args=[vm.id])
     template = "console/console_spice.html" if issued.protocol == "spice" else "console/console_vnc.html"
@@ -145,3 +155,49 @@ def vm_state(request, vm_id: int):
 def console_ws_http(request, vm_id: int):
     """The console proxy speaks WebSocket only."""
     return HttpResponse("This is a WebSocket endpoint.\n", status=426, content_type="text/plain")
+
+
+VV_MAX_CONNECTIONS = 16  # remote-viewer opens a channel each for display, inputs, cursor, audio, USB...
+
+
+@login_required
+@require_POST
+def vm_console_vv(request, vm_id: int):
+    """A .vv file that opens the running VM's console in virt-viewer, with a short-lived password."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    preference, _ = ConsolePreference.objects.get_or_create(user=request.user)
+    if request.POST.get("preferences") == "1":  # the form's checkbox, remembered for next time
+        preference.vv_fullscreen = request.POST.get("fullscreen") == "1"
+        preference.save(update_fields=["vv_fullscreen"])
+    try:
+        issued = console_ticket_issue(
+            user=request.user,
+            vm=vm,
+            kind=ConsoleTicket.Kind.VV,
+            seconds=settings.VV_PASSWORD_SECONDS,
+            max_connections=VV_MAX_CONNECTIONS,
+        )
+    except ConsoleUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect(vm)
+    through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
+    text = vv_render(
+        VvFile(
+            type=issued.protocol,
+            # Through the SPICE proxy the ticket stands as the host name: the proxy resolves it.
+            host=issued.token if through_proxy else vm.host.console_client_address,
+            port=issued.ticket.port,
+            password=issued.password,
+            title=vm.name,
+            tls_port=issued.ticket.tls_port,
+            ca=vm.host.spice_ca_cert,
+            host_subject=vm.host.spice_host_subject,
+            proxy=settings.SPICE_PROXY_URL if through_proxy else "",
+            fullscreen=preference.vv_fullscreen,
+        )
+    )
+    console_download_record(ticket=issued.ticket, client_address=request.META.get("REMOTE_ADDR"))
+    response = HttpResponse(text, content_type="application/x-virt-viewer")
+    response["Content-Disposition"] = f'attachment; filename="{vm.name}.vv"'
+    add_never_cache_headers(response)
+    return response

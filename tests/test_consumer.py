@@ -1,58 +1,21 @@
 """The WebSocket console proxy, with WebsocketCommunicator against a local TCP echo server."""
 
 import asyncio
-import secrets
-from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-from django.utils import timezone
 
 from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
 from console.routing import websocket_urlpatterns
-from console.tickets import Refusal, token_hash
+from console.tickets import Refusal
+from tests.helpers import EchoServer, make_ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
-
-
-class EchoServer:
-    """A console stand-in: greets, then echoes; remembers how many connected."""
-
-    def __init__(self):
-        self.connections = 0
-        self.open = 0
-        self.writers = []
-
-    async def handle(self, reader, writer):
-        self.connections += 1
-        self.open += 1
-        self.writers.append(writer)
-        writer.write(b"HELLO")
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            self.open -= 1
-            writer.close()
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        for writer in self.writers:
-            writer.close()
-        await self.server.wait_closed()
 
 
 @pytest.fixture
@@ -62,15 +25,6 @@ def vms(user):
         VirtualMachine.objects.create(name="vm-a", owner=user, host=host),
         VirtualMachine.objects.create(name="vm-b", owner=user, host=host),
     )
-
-
-def make_ticket(user, vm, port, *, seconds=60, max_connections=8):
-    token = secrets.token_urlsafe(32)
-    ConsoleTicket.objects.create(
-        token_hash=token_hash(token), user=user, vm=vm, protocol="vnc", address="127.0.0.1",
-        port=port, expires_at=timezone.now() + timedelta(seconds=seconds), max_connections=max_connections,
-    )
-    return token
 
 
 def communicator(vm_id, token, user, headers=(ORIGIN,), subprotocols=("binary",)):

@@ -52,15 +52,25 @@ async function freshTicket() {
 
 /** Explain a disconnect in words, asking the portal about the VM's state when it helps. */
 export async function disconnected(code) {
-  let text = `Disconnected: ${closeReason(code)}.`;
-  if (code === 4011 || code === 4010 || code === 1006) {
+  setStatus("disconnected", `Disconnected: ${closeReason(code)}.`);
+  if (code !== 4011 && code !== 4010 && code !== 1006) return;
+  // A VM being shut down closes its console a moment before libvirt reports it stopped.
+  for (let attempt = 0; attempt < 10; attempt++) {
+    let state;
     try {
       const response = await fetch(script.dataset.stateUrl, { credentials: "same-origin" });
-      const { state } = await response.json();
-      if (state && state !== "running") text = `Disconnected: the VM is ${state}. Start it from its page, then press Reconnect.`;
-    } catch (_) { /* keep the close code's explanation */ }
+      ({ state } = await response.json());
+    } catch (_) {
+      return; // keep the close code's explanation
+    }
+    if (state === "shutting down") {
+      setStatus("disconnected", "Disconnected: the VM is shutting down.");
+    } else if (state && state !== "running") {
+      setStatus("disconnected", `Disconnected: the VM is ${state}. Start it from its page, then press Reconnect.`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
-  setStatus("disconnected", text);
 }
 
 /** Wire the toolbar to a protocol client and connect with the ticket the page came with. */

@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+BIN = Path(sys.executable).parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -61,6 +62,14 @@ class Portal:
             raise RuntimeError(f"manage.py {' '.join(args)}: {result.stderr}")
         return result.stdout
 
+    def daphne(self, name: str, extra_env: dict | None = None) -> "Portal":
+        """Another Daphne on the same database, e.g. with settings pointing at a standalone proxy."""
+        port = free_port()
+        argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+        self.start(name, argv, port, extra_env)
+        return Portal(url=f"http://127.0.0.1:{port}", env={**self.env, **(extra_env or {})},
+                      vm_name=self.vm_name, processes=self.processes)
+
     def start(self, name: str, argv: list[str], port: int, extra_env: dict | None = None) -> subprocess.Popen:
         log = open(ARTIFACTS / f"{name}.log", "w")
         process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log)
@@ -88,12 +97,15 @@ def portal(tmp_path_factory):
         "SECRET_KEY": uuid.uuid4().hex * 2,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
+        # Short, so a test can watch a .vv password expire.
+        "VV_PASSWORD_SECONDS": "10",
     }
-    env.pop("CONSOLE_PROXY_URL", None)
+    for name in ("CONSOLE_PROXY_URL", "SPICE_PROXY_URL"):
+        env.pop(name, None)
     portal = Portal(url=f"http://127.0.0.1:{port}", env=env, vm_name=f"e2e-{uuid.uuid4().hex[:8]}")
     portal.manage("migrate", "-v0")
     portal.manage("demosetup", "--vm-name", portal.vm_name)
-    daphne = [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+    daphne = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
     portal.start("daphne", daphne, port)
     yield portal
     for process in portal.processes:
@@ -101,6 +113,40 @@ def portal(tmp_path_factory):
         process.wait(10)
     virsh("destroy", portal.vm_name)
     virsh("undefine", portal.vm_name)
+
+
+@pytest.fixture(scope="session")
+def websockify_portal(portal):
+    """The portal with its console pages pointed at `manage.py consoleproxy` (websockify)."""
+    port = free_port()
+    manage = [sys.executable, "manage.py", "consoleproxy", "--listen", f"127.0.0.1:{port}"]
+    portal.start("consoleproxy", manage, port)
+    return portal.daphne("daphne-websockify", {"CONSOLE_PROXY_URL": f"ws://127.0.0.1:{port}/"})
+
+
+@pytest.fixture(scope="session")
+def spiceproxy_portal(portal):
+    """The portal with .vv files pointed at `manage.py spiceproxy`."""
+    port = free_port()
+    manage = [sys.executable, "manage.py", "spiceproxy", "--listen", f"127.0.0.1:{port}"]
+    portal.start("spiceproxy", manage, port)
+    return portal.daphne("daphne-spiceproxy", {"SPICE_PROXY_URL": f"http://127.0.0.1:{port}"})
+
+
+@pytest.fixture(scope="session")
+def xvfb():
+    """A virtual screen with a white root window, so a VM's black console stands out."""
+    display = next(f":{n}" for n in range(140, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    process = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-wr", "-nolisten", "tcp"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError("Xvfb did not start")
+        time.sleep(0.05)
+    yield display
+    process.terminate()
+    process.wait(10)
 
 
 @pytest.fixture(scope="module")
