@@ -3,6 +3,12 @@
 Checks, in order: the Origin is one of ours, the user is logged in, the ticket is theirs, for
 this VM, unexpired and not used up. A refused socket is accepted only to be closed with the
 refusal's code (see `tickets.Refusal`), and no byte is relayed.
+
+It is a plain ASGI application with consumer-style lifecycle methods rather than a Channels
+`AsyncWebsocketConsumer`: the generic consumer spends a thread-pool round trip
+(`aclose_old_connections`) and a task per received message, which capped the relay at a
+fraction of websockify's message rate (see README, Performance). The database is touched
+only at connect and disconnect, in `database_sync_to_async` helpers.
 """
 
 from __future__ import annotations
@@ -12,14 +18,13 @@ import logging
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from console.models import ConsoleSession
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
-from console.tickets import Refusal, TicketRefused, console_ticket_admit
+from console.tickets import TicketRefused, Refusal, console_ticket_admit
 
 logger = logging.getLogger(__name__)
 
@@ -37,46 +42,73 @@ def origin_allowed(headers: list[tuple[bytes, bytes]]) -> bool:
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
 
 
-class ConsoleProxyConsumer(AsyncWebsocketConsumer):
-    channel_layer_alias = None  # the proxy talks to no other consumer; skip the layer
+class ConsoleProxyConsumer:
+    """One console session: connect (admit), relay, disconnect (record)."""
 
-    link: ConsoleLink | None = None
-    pump: asyncio.Task | None = None
-    session_id: int | None = None
-    end_reason = "client closed"
+    def __init__(self, scope, receive, send) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        self.link: ConsoleLink | None = None
+        self.session_id: int | None = None
+        self.end_reason = "client closed"
+        offered = scope.get("subprotocols") or ()
+        self.subprotocol = "binary" if "binary" in offered else None
 
-    async def connect(self) -> None:
-        subprotocol = "binary" if "binary" in self.scope.get("subprotocols", ()) else None
+    @classmethod
+    def as_asgi(cls):
+        async def app(scope, receive, send):
+            await cls(scope, receive, send).run()
+
+        return app
+
+    async def run(self) -> None:
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        try:
+            if await self.connect():
+                await self.relay()
+            else:
+                await self._until_disconnect()
+        finally:
+            await self.disconnect()
+
+    async def connect(self) -> bool:
         try:
             ticket = await self._admit()
         except TicketRefused as refused:
-            await self._refuse(subprotocol, refused.refusal.value, refused.refusal.message)
-            return
+            await self._refuse(refused.refusal.value, refused.refusal.message)
+            return False
         try:
             self.link = await ConsoleLink.open(ticket.address, ticket.port)
         except (OSError, asyncio.TimeoutError) as exc:
             logger.warning("console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, ticket.port, exc)
-            await self._refuse(subprotocol, CLOSE_UNREACHABLE, "console unreachable")
-            return
+            await self._refuse(CLOSE_UNREACHABLE, "console unreachable")
+            return False
         client = self.scope.get("client") or (None,)
         session = await database_sync_to_async(console_session_start)(
             ticket=ticket, via=ConsoleSession.Via.CHANNELS, client_address=client[0]
         )
         self.session_id = session.pk
-        await self.accept(subprotocol)
-        self.pump = asyncio.create_task(self._pump())
+        await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+        return True
 
-    async def receive(self, text_data=None, bytes_data=None) -> None:
-        if bytes_data is not None and self.link is not None:
-            await self.link.write(bytes_data)
+    async def relay(self) -> None:
+        """Client frames to the console here; console bytes to the client in a second task."""
+        pump = asyncio.create_task(self._pump())
+        link, receive = self.link, self.receive
+        try:
+            while True:
+                message = await receive()
+                data = message.get("bytes")
+                if data:
+                    link.write(data)
+                    await link.drain()
+                elif message["type"] == "websocket.disconnect":
+                    break
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
 
-    async def disconnect(self, code) -> None:
-        if self.pump is not None and self.pump is not asyncio.current_task():
-            self.pump.cancel()
-            try:
-                await self.pump
-            except asyncio.CancelledError:
-                pass
+    async def disconnect(self) -> None:
         if self.link is not None:
             await self.link.close()
         if self.session_id is not None:
@@ -99,14 +131,20 @@ class ConsoleProxyConsumer(AsyncWebsocketConsumer):
             token=token, user=user, vm_id=self.scope["url_route"]["kwargs"]["vm_id"]
         )
 
-    async def _refuse(self, subprotocol: str | None, code: int, reason: str) -> None:
+    async def _refuse(self, code: int, reason: str) -> None:
         # Accepted only so the client learns why; nothing is relayed.
-        await self.accept(subprotocol)
-        await self.close(code=code, reason=reason)
+        await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _until_disconnect(self) -> None:
+        while (await self.receive())["type"] != "websocket.disconnect":
+            pass
 
     async def _pump(self) -> None:
-        self.end_reason = await self.link.pump_to(self._send_bytes)
-        await self.close(code=CLOSE_CONSOLE_ENDED, reason=self.end_reason)
+        send = self.send
 
-    async def _send_bytes(self, data: bytes) -> None:
-        await self.send(bytes_data=data)
+        async def to_client(data: bytes) -> None:
+            await send({"type": "websocket.send", "bytes": data})
+
+        self.end_reason = await self.link.pump_to(to_client)
+        await send({"type": "websocket.close", "code": CLOSE_CONSOLE_ENDED, "reason": self.end_reason})

@@ -1,59 +1,133 @@
-"""The TCP side of a console connection, in plain asyncio: open it, pump it, close it."""
+"""The TCP side of a console connection, in plain asyncio: open it, read it, write to it, close it.
+
+A small buffered Protocol rather than asyncio streams. Reads: one receive of at most READ_SIZE
+per event-loop turn, and none until the relay took the last one. The relay gets no signal
+when the WebSocket side falls behind (Daphne's `send` never waits), so reading in bounded
+steps is what keeps Twisted's write buffer from growing without end (see README,
+Performance). Writes made in one event-loop turn leave in one system call.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
 
 CONNECT_TIMEOUT = 5.0
 READ_SIZE = 64 * 1024
-# Above this much unsent data towards the VM, the reader waits for the socket to drain.
-WRITE_HIGH_WATER = 256 * 1024
+# Above this much unsent data towards the console, writers wait for the socket to drain.
+WRITE_HIGH_WATER = 1 << 20
 
 
-class ConsoleLink:
+class ConsoleLink(asyncio.BufferedProtocol):
     """A TCP connection to a VM console, counting bytes each way."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.bytes_to_client = 0
         self.bytes_from_client = 0
+        self._buffer = memoryview(bytearray(READ_SIZE))
+        self._chunk: bytes | None = None
+        self._eof = False
+        self._lost: Exception | None = None
+        self._reader: asyncio.Future | None = None
+        self._outbox: list[bytes] = []
+        self._drained: asyncio.Future | None = None
+        self._write_paused = False
 
     @classmethod
     async def open(cls, address: str, port: int) -> ConsoleLink:
         """Connect to the console; OSError (or TimeoutError) when it cannot be reached."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port, limit=READ_SIZE), CONNECT_TIMEOUT
-        )
-        sock = writer.get_extra_info("socket")
+        loop = asyncio.get_running_loop()
+        _, link = await asyncio.wait_for(loop.create_connection(cls, address, port), CONNECT_TIMEOUT)
+        return link
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             # Console traffic is small interactive messages: never wait to coalesce them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
 
-    async def pump_to(self, send: Callable[[bytes], Awaitable[None]]) -> str:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._chunk = bytes(self._buffer[:nbytes])
+        self.transport.pause_reading()  # until read() takes this chunk
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._lost = exc
+        self._wake_reader()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    # -- for the proxies -------------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """The next chunk the console sent (at most READ_SIZE); b"" once it closed."""
+        while self._chunk is None:
+            if self._eof:
+                if self._lost is not None:
+                    raise ConnectionError(str(self._lost))
+                return b""
+            self._reader = asyncio.get_running_loop().create_future()
+            await self._reader
+            self._reader = None
+        data, self._chunk = self._chunk, None
+        if not self._eof:
+            self.transport.resume_reading()
+        self.bytes_to_client += len(data)
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the console; all queued in one loop turn go in one send."""
+        self.bytes_from_client += len(data)
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(data)
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+
+    async def drain(self) -> None:
+        """Wait while the console is not taking what we send it."""
+        if self._write_paused and not self.transport.is_closing():
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    async def pump_to(self, send) -> str:
         """Relay everything the console sends to `send` until it closes; returns why it ended."""
-        read = self.reader.read
         try:
-            while data := await read(READ_SIZE):
-                self.bytes_to_client += len(data)
+            while data := await self.read():
                 await send(data)
         except (ConnectionError, OSError):
             return "console connection lost"
         return "console closed"
 
-    async def write(self, data: bytes) -> None:
-        """Relay bytes from the client to the console, waiting only when the VM falls behind."""
-        self.bytes_from_client += len(data)
-        self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-            await self.writer.drain()
-
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError):
-            pass
+        if self.transport is not None:
+            self._flush()
+            self.transport.close()

@@ -13,13 +13,14 @@ import logging
 from channels.db import database_sync_to_async
 
 from console.models import ConsoleSession
-from console.relay import READ_SIZE, ConsoleLink
+from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
 from console.tickets import TicketRefused, console_ticket_admit
 
 logger = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
+READ_SIZE = 64 * 1024
 HEAD_TIMEOUT = 10.0
 
 
@@ -113,7 +114,8 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lin
     async def from_client() -> str:
         try:
             while data := await reader.read(READ_SIZE):
-                await link.write(data)
+                link.write(data)
+                await link.drain()
         except (ConnectionError, OSError):
             return "client connection lost"
         return "client closed"

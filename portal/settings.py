@@ -133,6 +133,15 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several threads (Daphne's sync workers) and processes (standalone proxies) write here:
+    # WAL lets readers go on while one writes, IMMEDIATE takes the write lock up front instead
+    # of failing on upgrade, and a generous timeout waits for it.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # In-memory by default; REDIS_URL shares the layer between several Daphne processes.

@@ -1,0 +1,1 @@
+"""The console proxy benchmark: `make bench` (see README, Performance)."""

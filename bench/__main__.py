@@ -1,0 +1,160 @@
+"""make bench [ARGS="--short --json out.json"]: the console proxy benchmark.
+
+Every path is measured in the same run, interleaved (the order rotates each round), repeated;
+the table gives the median with min and max, and each figure as a ratio to websockify and to
+raw TCP measured in that run. Everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+
+from bench import figures
+from bench.paths import paths_start
+from bench.setup import world_create
+
+METRICS = [
+    # key, label, unit, higher is better
+    ("bulk_gbit_s", "bulk server->client", "Gbit/s", True),
+    ("msg_rate_1k", "1 KiB messages client->console", "msg/s", True),
+    ("rtt_p50_ms", "64 B echo RTT p50, idle", "ms", False),
+    ("rtt_p99_ms", "64 B echo RTT p99, idle", "ms", False),
+    ("loaded_rtt_p50_ms", "RTT p50, 100 x 1 Mbit/s load", "ms", False),
+    ("loaded_rtt_p99_ms", "RTT p99, 100 x 1 Mbit/s load", "ms", False),
+    ("setup_p50_ms", "ticket + handshake + 1st byte p50", "ms", False),
+    ("idle_kib_per_session", "memory per idle session", "KiB", False),
+    ("cpu_s_per_gb", "CPU per GB relayed", "s/GB", False),
+    ("max_sessions", "1 Mbit/s sessions, p99 < 50 ms", "sessions", True),
+    ("ttff_spice_ms", "browser: page -> first frame, SPICE", "ms", False),
+    ("ttff_vnc_ms", "browser: page -> first frame, VNC", "ms", False),
+]
+
+FULL = dict(repeats=5, bulk_seconds=2.0, messages=50_000, echo_samples=2000, load_sessions=100,
+            load_samples=1000, setups=100, idle_sessions=1000, ladder=[100, 200, 400, 700, 1000, 1500],
+            ladder_samples=500, browser_repeats=5)
+SHORT = dict(repeats=1, bulk_seconds=0.3, messages=2000, echo_samples=100, load_sessions=10,
+             load_samples=100, setups=10, idle_sessions=20, ladder=[5, 10], ladder_samples=50,
+             browser_repeats=1)
+
+
+async def measure(config: dict, with_browser: bool) -> dict:
+    world = world_create()
+    samples: dict[str, dict[str, list]] = {key: {} for key, *_ in METRICS}
+    try:
+        paths = paths_start(world)
+
+        def add(path, result):
+            for key, value in result.items():
+                if key in samples and value is not None:
+                    samples[key].setdefault(path.name, []).append(value)
+
+        rounds = [
+            lambda p: figures.bulk(p, world, config["bulk_seconds"]),
+            lambda p: figures.message_rate(p, world, config["messages"]),
+            lambda p: figures.echo(p, world, config["echo_samples"]),
+            lambda p: figures.echo_under_load(p, world, config["load_samples"], config["load_sessions"]),
+            lambda p: figures.setup_time(p, world, config["setups"]),
+        ]
+        for repeat in range(config["repeats"]):
+            order = paths[repeat % len(paths):] + paths[: repeat % len(paths)]
+            for measure_one in rounds:
+                for path in order:
+                    add(path, await measure_one(path))
+            print(f"round {repeat + 1}/{config['repeats']} done", file=sys.stderr)
+        for path in paths:
+            add(path, await figures.idle_memory(path, world, config["idle_sessions"]))
+        for path in paths:
+            result = await figures.max_sessions(path, world, config["ladder"], config["ladder_samples"])
+            add(path, {"max_sessions": result["max_sessions"]})
+            if result["max_sessions_capped"]:
+                samples.setdefault("capped", {})[path.name] = True
+        if with_browser:
+            from bench.browser import first_frames
+
+            for name, results in (await asyncio.to_thread(first_frames, world, config["browser_repeats"])).items():
+                for key, values in results.items():
+                    samples[key].setdefault(name, []).extend(values)
+    finally:
+        world.stop()
+    return samples
+
+
+def summarize(samples: dict) -> dict:
+    summary = {}
+    for key, _label, _unit, _higher in METRICS:
+        per_path = {}
+        for name, values in samples.get(key, {}).items():
+            per_path[name] = {
+                "median": statistics.median(values), "min": min(values), "max": max(values), "samples": values,
+            }
+        for reference, field in (("websockify", "vs_websockify"), ("raw TCP", "vs_raw_tcp")):
+            if reference in per_path and per_path[reference]["median"]:
+                for entry in per_path.values():
+                    entry[field] = entry["median"] / per_path[reference]["median"]
+        summary[key] = per_path
+    return summary
+
+
+def table(summary: dict, capped: dict) -> str:
+    names = []
+    for per_path in summary.values():
+        names += [n for n in per_path if n not in names]
+    lines = [f"{'figure':40} " + " ".join(f"{n:>34}" for n in names)]
+    for key, label, unit, higher in METRICS:
+        per_path = summary.get(key) or {}
+        if not per_path:
+            continue
+        cells = []
+        for name in names:
+            entry = per_path.get(name)
+            if entry is None:
+                cells.append(f"{'-':>34}")
+                continue
+            text = f"{entry['median']:.3g}"
+            if key == "max_sessions" and capped.get(name):
+                text = ">=" + text
+            if len(entry["samples"]) > 1:
+                text += f" ({entry['min']:.3g}-{entry['max']:.3g})"
+            ratios = []
+            if "vs_websockify" in entry and name != "websockify":
+                ratios.append(f"{entry['vs_websockify']:.2f}xws")
+            if "vs_raw_tcp" in entry and name != "raw TCP":
+                ratios.append(f"{entry['vs_raw_tcp']:.2f}xraw")
+            cells.append(f"{text + ' ' + ' '.join(ratios):>34}")
+        lines.append(f"{label + ' [' + unit + (', more' if higher else ', less') + ' is better]':40} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="a quick run with small counts (what make test runs)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-' for stdout)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the browser time-to-first-frame figures")
+    args = parser.parse_args()
+    config = SHORT if args.short else FULL
+    started = time.time()
+    samples = asyncio.run(measure(config, with_browser=not args.no_browser))
+    capped = samples.pop("capped", {})
+    summary = summarize(samples)
+    header = (f"console proxy benchmark ({'short' if args.short else 'full'} run, {platform.node()}, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s); medians (min-max), "
+              "ratios to websockify (xws) and raw TCP (xraw)")
+    print(header)
+    print(table(summary, capped))
+    if args.json:
+        document = json.dumps({"config": config, "capped": capped, "figures": summary}, indent=2)
+        if args.json == "-":
+            print(document)
+        else:
+            with open(args.json, "w") as handle:
+                handle.write(document)
+
+
+if __name__ == "__main__":
+    main()

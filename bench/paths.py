@@ -1,0 +1,75 @@
+"""The paths under test: raw TCP to the backend, websockify, and the portal's Channels consumer."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import psutil
+
+from bench.setup import BIN, World, free_port
+from bench.wsclient import Conn, open_conn
+
+
+@dataclass
+class Path:
+    name: str
+    port: int
+    ws_path: str | None  # with {token}; None for raw TCP
+    process: object | None  # the proxy's root process
+    origin: str = ""
+    cookie: str = ""
+
+    async def connect(self, token: str | None = None) -> Conn:
+        path = None if self.ws_path is None else self.ws_path.format(token=token)
+        return await open_conn("127.0.0.1", self.port, path=path, origin=self.origin, cookie=self.cookie)
+
+    def load_config(self, tokens: list[str]) -> dict:
+        return {"port": self.port, "ws_path": self.ws_path, "origin": self.origin, "cookie": self.cookie, "tokens": tokens}
+
+    def _tree(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the proxy and every process it forked that is still alive."""
+        total = 0.0
+        for proc in self._tree():
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def memory(self) -> int:
+        """Proportional set size of the proxy's processes: shared pages counted once."""
+        total = 0
+        for proc in self._tree():
+            try:
+                total += proc.memory_full_info().pss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+
+def paths_start(world: World) -> list[Path]:
+    raw = Path("raw TCP", world.backend_port, None, None)
+    ws_port = free_port()
+    websockify = world.spawn(
+        "websockify", [sys.executable, "manage.py", "consoleproxy", "--listen", f"127.0.0.1:{ws_port}"], ws_port
+    )
+    daphne_port = free_port()
+    daphne = world.spawn(
+        "daphne",
+        # Exactly as `make run` serves the portal.
+        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(daphne_port), "portal.asgi:application"],
+        daphne_port,
+    )
+    origin = f"http://127.0.0.1:{daphne_port}"
+    return [
+        raw,
+        Path("websockify", ws_port, "/?token={token}", websockify),
+        Path("Channels on Daphne", daphne_port, f"/ws/console/{world.vm_id}/?token={{token}}", daphne,
+             origin=origin, cookie=world.cookie),
+    ]

@@ -1,0 +1,123 @@
+"""The benchmark's world: a database of its own, a user with a session, a VM whose console
+is the backend, and the servers under test, each in its own process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+def django_env() -> dict:
+    """Settings for the benchmark's own database and secret, shared by every process."""
+    tmp = Path(tempfile.mkdtemp(prefix="console-bench-"))
+    return {
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}",
+        "SECRET_KEY": secrets.token_hex(32),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "LOG_LEVEL": "WARNING",
+        "CONSOLE_PROXY_URL": "",
+        "SPICE_PROXY_URL": "",
+    }
+
+
+@dataclass
+class World:
+    env: dict
+    backend_port: int
+    user_id: int
+    vm_id: int
+    cookie: str
+    processes: list
+
+    def spawn(self, name: str, argv: list[str], port: int) -> subprocess.Popen:
+        log = open(Path(tempfile.gettempdir()) / f"console-bench-{name}.log", "w")
+        env = {**os.environ, **self.env}
+        env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the servers under test run as they ship
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+        self.processes.append(process)
+        wait_for_port(port, process, name)
+        return process
+
+    def ticket_tokens(self, count: int, *, max_connections: int = 1, seconds: int = 600) -> list[str]:
+        """Tickets for the VM whose console is the backend, made as the portal makes them."""
+        from django.utils import timezone
+
+        from console.models import ConsoleTicket
+        from console.tickets import token_hash
+
+        tokens = [secrets.token_hex(24) for _ in range(count)]
+        expires = timezone.now() + timedelta(seconds=seconds)
+        ConsoleTicket.objects.bulk_create(
+            ConsoleTicket(
+                token_hash=token_hash(token), user_id=self.user_id, vm_id=self.vm_id, protocol="vnc",
+                address="127.0.0.1", port=self.backend_port, expires_at=expires, max_connections=max_connections,
+            )
+            for token in tokens
+        )
+        return tokens
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def world_create() -> World:
+    env = django_env()
+    os.environ.update(env)
+    # The harness makes tickets with the ORM between awaits: a few ms that count as ticket issue.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "1"
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    from console.models import Host, VirtualMachine
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_user("bench", password=secrets.token_hex(16))
+    host = Host.objects.create(name="bench", uri="test:///default")
+    vm = VirtualMachine.objects.create(name="bench-vm", owner=user, host=host)
+    client = Client()
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    world = World(env, free_port(), user.pk, vm.pk, cookie, [])
+    world.spawn("backend", [sys.executable, "-m", "bench.backend", str(world.backend_port)], world.backend_port)
+    return world
