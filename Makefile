@@ -1,5 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Both install what is missing first.
 PORT ?= 8000
+# daphne (the default) or uvicorn: both serve the same ASGI application (see README, Performance).
+SERVER ?= daphne
 PY := .venv/bin/python
 
 .PHONY: run test bench setup setup-test
@@ -13,7 +15,11 @@ setup-test:
 run: setup
 	@$(PY) manage.py demosetup
 	@echo "==> Open http://127.0.0.1:$(PORT)/ and log in as admin (Ctrl+C stops the portal)"
+ifeq ($(SERVER),uvicorn)
+	@exec .venv/bin/uvicorn --host 127.0.0.1 --port $(PORT) portal.asgi:application
+else
 	@exec .venv/bin/daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
+endif
 
 test: setup-test
 	@.venv/bin/pytest $(ARGS)

@@ -29,6 +29,7 @@ METRICS = [
     ("loaded_rtt_p99_ms", "RTT p99, 100 x 1 Mbit/s load", "ms", False),
     ("setup_p50_ms", "ticket + handshake + 1st byte p50", "ms", False),
     ("idle_kib_per_session", "memory per idle session", "KiB", False),
+    ("idle_sessions", "idle sessions held at once (of N asked)", "sessions", True),
     ("cpu_s_per_gb", "CPU per GB relayed", "s/GB", False),
     ("max_sessions", "1 Mbit/s sessions, p99 < 50 ms", "sessions", True),
     ("ttff_spice_ms", "browser: page -> first frame, SPICE", "ms", False),
@@ -77,7 +78,8 @@ async def measure(config: dict, with_browser: bool) -> dict:
         if with_browser:
             from bench.browser import first_frames
 
-            for name, results in (await asyncio.to_thread(first_frames, world, config["browser_repeats"])).items():
+            frames = await asyncio.to_thread(first_frames, world, config["browser_repeats"], paths)
+            for name, results in frames.items():
                 for key, values in results.items():
                     samples[key].setdefault(name, []).extend(values)
     finally:

@@ -67,9 +67,18 @@ def paths_start(world: World) -> list[Path]:
         daphne_port,
     )
     origin = f"http://127.0.0.1:{daphne_port}"
+    uvicorn_port = free_port()
+    uvicorn = world.spawn(
+        "uvicorn",
+        # Exactly as `make run SERVER=uvicorn` serves the portal.
+        [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(uvicorn_port), "portal.asgi:application"],
+        uvicorn_port,
+    )
     return [
         raw,
         Path("websockify", ws_port, "/?token={token}", websockify),
         Path("Channels on Daphne", daphne_port, f"/ws/console/{world.vm_id}/?token={{token}}", daphne,
              origin=origin, cookie=world.cookie),
+        Path("Channels on uvicorn", uvicorn_port, f"/ws/console/{world.vm_id}/?token={{token}}", uvicorn,
+             origin=f"http://127.0.0.1:{uvicorn_port}", cookie=world.cookie),
     ]

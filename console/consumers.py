@@ -7,8 +7,10 @@ refusal's code (see `tickets.Refusal`), and no byte is relayed.
 It is a plain ASGI application with consumer-style lifecycle methods rather than a Channels
 `AsyncWebsocketConsumer`: the generic consumer spends a thread-pool round trip
 (`aclose_old_connections`) and a task per received message, which capped the relay at a
-fraction of websockify's message rate (see README, Performance). The database is touched
-only at connect and disconnect, in `database_sync_to_async` helpers.
+fraction of websockify's message rate (see README, Performance). For the same reason it reads
+the session cookie itself instead of sitting behind Channels' session middleware, which wraps
+every outgoing message. The database is touched only at connect and disconnect, in
+`database_sync_to_async` helpers.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import asyncio
 import logging
 from urllib.parse import parse_qs, urlsplit
 
+from importlib import import_module
+
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.http import HttpRequest
+from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
 from console.models import ConsoleSession
@@ -40,6 +47,25 @@ def origin_allowed(headers: list[tuple[bytes, bytes]]) -> bool:
         return False
     domain, _port = split_domain_port(host)
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
+    """The user logged in with the request's session cookie (AnonymousUser if none), as
+    Django's own authentication middleware would find them."""
+    cookies = parse_cookie(dict(headers).get(b"cookie", b"").decode("latin-1"))
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(
+        cookies.get(settings.SESSION_COOKIE_NAME)
+    )
+    return get_user(request)
+
+
+def _admit(*, headers, token: str, vm_id: int):
+    """Who is asking and whether their ticket admits them, in one trip to the database."""
+    user = user_from_session_cookie(headers)
+    if not user.is_authenticated:
+        raise TicketRefused(Refusal.NOT_LOGGED_IN)
+    return console_ticket_admit(token=token, user=user, vm_id=vm_id)
 
 
 class ConsoleProxyConsumer:
@@ -121,14 +147,12 @@ class ConsoleProxyConsumer:
             self.session_id = None
 
     async def _admit(self):
-        if not origin_allowed(self.scope.get("headers", [])):
+        headers = self.scope.get("headers", [])
+        if not origin_allowed(headers):
             raise TicketRefused(Refusal.FOREIGN_ORIGIN)
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            raise TicketRefused(Refusal.NOT_LOGGED_IN)
         token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
-        return await database_sync_to_async(console_ticket_admit)(
-            token=token, user=user, vm_id=self.scope["url_route"]["kwargs"]["vm_id"]
+        return await database_sync_to_async(_admit)(
+            headers=headers, token=token, vm_id=self.scope["url_route"]["kwargs"]["vm_id"]
         )
 
     async def _refuse(self, code: int, reason: str) -> None:

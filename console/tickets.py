@@ -82,19 +82,20 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def console_endpoint(vm: VirtualMachine) -> GraphicsEndpoint:
-    """The running VM's console endpoint from its live XML, or ConsoleUnavailable."""
+def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
+    """The running VM's console endpoint and live XML, or ConsoleUnavailable."""
     hypervisor = hypervisor_for(vm.host.uri)
     state = hypervisor.state(vm.name)
     if state not in ACTIVE_STATES:
         raise ConsoleUnavailable(f"{vm.name} is {state}; start it to open its console.")
     try:
-        endpoint = graphics_endpoint(hypervisor.xml(vm.name))
+        live_xml = hypervisor.xml(vm.name)
     except DomainNotFound:
         raise ConsoleUnavailable(f"{vm.name} is not defined on {vm.host.name}.") from None
+    endpoint = graphics_endpoint(live_xml)
     if endpoint is None:
         raise ConsoleUnavailable(f"{vm.name} has no SPICE or VNC console.")
-    return endpoint
+    return endpoint, live_xml
 
 
 def console_ticket_issue(
@@ -110,7 +111,7 @@ def console_ticket_issue(
         raise PermissionError(f"{user} may not use {vm}")
     if seconds is None:
         seconds = settings.CONSOLE_TICKET_SECONDS
-    endpoint = console_endpoint(vm)
+    endpoint, live_xml = console_endpoint(vm)
     hypervisor = hypervisor_for(vm.host.uri)
     now = timezone.now()
     expires_at = now + timedelta(seconds=seconds)
@@ -118,7 +119,7 @@ def console_ticket_issue(
     try:
         hypervisor.update_graphics(
             vm.name,
-            graphics_password_xml(hypervisor.xml(vm.name), password=password, valid_until=expires_at),
+            graphics_password_xml(live_xml, password=password, valid_until=expires_at),
         )
     except (DomainNotRunning, DomainNotFound):
         raise ConsoleUnavailable(f"{vm.name} stopped; start it to open its console.") from None

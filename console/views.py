@@ -15,8 +15,9 @@ from django.views.decorators.http import require_POST
 from console.access import vm_get_for_user
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
+from console.preload import module_graph
 from console.sessions import console_download_record
-from console.tickets import ConsoleUnavailable, console_ticket_issue
+from console.tickets import ConsoleUnavailable, console_endpoint, console_ticket_issue
 from console.vv import VvFile, vv_render
 from console.vms import (
     VmActionRefused,
@@ -93,7 +94,7 @@ def vm_action(request, vm_id: str, action: str):
     return redirect(vm)
 
 
-def _ticket_payload(request, vm, issued) -> dict:
+def _ticket_payload(vm, issued) -> dict:
     """What a console page needs to connect: where, with which token and password, until when."""
     return {
         "protocol": issued.protocol,
@@ -108,27 +109,33 @@ def _ticket_payload(request, vm, issued) -> dict:
 @login_required
 @never_cache
 def vm_console(request, vm_id: int):
+    """The console page. Its ticket is asked for by the page itself as it loads, so issuing it
+    (a libvirt round trip) runs while the browser fetches the client's modules."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
-    context = {"vm": vm}
     try:
-        issued = console_ticket_issue(user=request.user, vm=vm)
+        endpoint, _ = console_endpoint(vm)
     except ConsoleUnavailable as exc:
-        context["unavailable"] = str(exc)
-        context["status"] = vm_status(vm)
+        context = {"vm": vm, "unavailable": str(exc), "status": vm_status(vm)}
         return render(request, "console/console_unavailable.html", context, status=409)
-    context["connect"] = _ticket_payload(request, vm, issued)
+    client = "console/spice-console.js" if endpoint.type == "spice" else "console/vnc-console.js"
     preference = ConsolePreference.objects.filter(user=request.user).first()
-    context["vv_fullscreen"] = preference.vv_fullscreen if preference else False
-    context["ticket_url"] = reverse("console:vm-console-ticket", args=[vm.id])
-    context["state_url"] = reverse("console:vm-state", args=[vm.id])
-    template = "console/console_spice.html" if issued.protocol == "spice" else "console/console_vnc.html"
+    context = {
+        "vm": vm,
+        "protocol": endpoint.type,
+        "client_script": client,
+        "preload": module_graph(client)[1:],
+        "ticket_url": reverse("console:vm-console-ticket", args=[vm.id]),
+        "state_url": reverse("console:vm-state", args=[vm.id]),
+        "vv_fullscreen": preference.vv_fullscreen if preference else False,
+    }
+    template = "console/console_spice.html" if endpoint.type == "spice" else "console/console_vnc.html"
     return render(request, template, context)
 
 
 @login_required
 @require_POST
 def vm_console_ticket(request, vm_id: int):
-    """A fresh ticket for the Reconnect button (JSON)."""
+    """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     try:
         issued = console_ticket_issue(user=request.user, vm=vm)
@@ -136,7 +143,7 @@ def vm_console_ticket(request, vm_id: int):
         return JsonResponse({"error": str(exc)}, status=409)
     except HypervisorUnavailable as exc:
         return JsonResponse({"error": f"{vm.host.name} does not answer: {exc}"}, status=503)
-    response = JsonResponse(_ticket_payload(request, vm, issued))
+    response = JsonResponse(_ticket_payload(vm, issued))
     add_never_cache_headers(response)
     return response
 

@@ -7,14 +7,18 @@ of its logs.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 from console.models import ConsoleSession
 from console.sessions import console_session_end, console_session_start
 from console.tickets import TicketRefused, console_ticket_admit
+
+
+_TOKEN = re.compile(r"([?&])token=[^&\s'\"]*")
 
 
 class TicketTokens:
@@ -51,6 +55,9 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
         session = console_session_start(
             ticket=self.ticket, via=ConsoleSession.Via.WEBSOCKIFY, client_address=self.client_address[0]
         )
+        # Each session is a process of its own: holding a database connection for its whole
+        # life would run a database server out of connections with a few hundred sessions.
+        connections.close_all()
         reason = "closed"
         try:
             super().new_websocket_client()
@@ -61,7 +68,6 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
             reason = f"error: {type(exc).__name__}"
             raise
         finally:
-            close_old_connections()
             console_session_end(
                 session_id=session.pk,
                 bytes_to_client=self.bytes_to_client,
@@ -78,9 +84,9 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
         self.bytes_from_client += sum(len(buf) for buf in bufs)
         return bufs, closed
 
-    def log_request(self, code="-", size="-"):
-        if self.verbose:  # without the query string, which carries the ticket
-            self.log_message('"%s %s" %s', self.command, urlsplit(self.path).path, code)
+    def log_message(self, format, *args):
+        # websockify logs every request's path, and the path carries the ticket.
+        super().log_message("%s", _TOKEN.sub(r"\1token=[redacted]", format % args))
 
 
 def websockify_proxy(host: str, port: int, *, verbose: bool = False) -> WebSocketProxy:

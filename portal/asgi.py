@@ -8,16 +8,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from console.routing import websocket_urlpatterns  # noqa: E402
+from portal.static import with_static_files  # noqa: E402
 
-# The Origin check lives in the consumer, so a foreign page gets a close code that says so
-# rather than a bare failed handshake.
+# The console consumer checks the Origin and the session cookie itself: a foreign page gets a
+# close code that says so rather than a bare failed handshake, and no session middleware
+# wraps each relayed message (see console/consumers.py).
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "http": with_static_files(django_asgi_app),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

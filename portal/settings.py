@@ -75,9 +75,10 @@ LIBVIRT_URI = env_str("LIBVIRT_URI", default_libvirt_uri())
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "")
 
 # How long a console ticket admits new connections, and how many it admits (spice-html5 opens
-# one WebSocket per SPICE channel, so one ticket must admit several).
+# one WebSocket per SPICE channel, so one ticket must admit several: main, display, inputs,
+# cursor, playback, record, ports, and a reconnect or two).
 CONSOLE_TICKET_SECONDS = env_int("CONSOLE_TICKET_SECONDS", 60)
-CONSOLE_TICKET_MAX_CONNECTIONS = env_int("CONSOLE_TICKET_MAX_CONNECTIONS", 8)
+CONSOLE_TICKET_MAX_CONNECTIONS = env_int("CONSOLE_TICKET_MAX_CONNECTIONS", 16)
 # The graphics password of a .vv download stays valid this long.
 VV_PASSWORD_SECONDS = env_int("VV_PASSWORD_SECONDS", 120)
 # When set, console pages connect through this websockify proxy instead of /ws/console/.

@@ -4,12 +4,13 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
-from console.routing import websocket_urlpatterns
+from django.test import Client
+
+from portal.asgi import application
 from console.tickets import Refusal
 from tests.helpers import EchoServer, make_ticket
 
@@ -27,14 +28,23 @@ def vms(user):
     )
 
 
-def communicator(vm_id, token, user, headers=(ORIGIN,), subprotocols=("binary",)):
+def session_cookie(user) -> tuple[bytes, bytes]:
+    """The Cookie header of a browser logged in as `user` (none for AnonymousUser)."""
+    if not user.is_authenticated:
+        return (b"cookie", b"")
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def communicator(vm_id, token, user, headers=(ORIGIN,), subprotocols=("binary",)):
+    cookie = await database_sync_to_async(session_cookie)(user)
     comm = WebsocketCommunicator(
-        URLRouter(websocket_urlpatterns),
+        application,
         f"/ws/console/{vm_id}/?token={token}",
-        headers=list(headers),
+        headers=[*headers, cookie],
         subprotocols=list(subprotocols),
     )
-    comm.scope["user"] = user
     comm.scope["client"] = ["127.0.0.1", 50000]
     return comm
 
@@ -42,7 +52,7 @@ def communicator(vm_id, token, user, headers=(ORIGIN,), subprotocols=("binary",)
 async def test_relays_bytes_both_ways_and_records_the_session(user, vms):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
-        comm = communicator(vms[0].id, token, user)
+        comm = await communicator(vms[0].id, token, user)
         connected, subprotocol = await comm.connect()
         assert connected and subprotocol == "binary"
         assert await comm.receive_from() == b"HELLO"
@@ -65,7 +75,7 @@ async def test_relays_bytes_both_ways_and_records_the_session(user, vms):
 async def test_console_closing_ends_the_session(user, vms):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
-        comm = communicator(vms[0].id, token, user)
+        comm = await communicator(vms[0].id, token, user)
         await comm.connect()
         assert await comm.receive_from() == b"HELLO"
         echo.writers[0].close()  # the VM shuts down
@@ -91,18 +101,18 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
     async with EchoServer() as echo:
         new = database_sync_to_async(make_ticket)
         cases = [
-            (Refusal.NOT_LOGGED_IN, communicator(vm_a.id, await new(user, vm_a, echo.port), AnonymousUser())),
-            (Refusal.OTHER_USER, communicator(vm_a.id, await new(user, vm_a, echo.port), other_user)),
-            (Refusal.EXPIRED, communicator(vm_a.id, await new(user, vm_a, echo.port, seconds=-1), user)),
-            (Refusal.OTHER_VM, communicator(vm_b.id, await new(user, vm_a, echo.port), user)),
+            (Refusal.NOT_LOGGED_IN, await communicator(vm_a.id, await new(user, vm_a, echo.port), AnonymousUser())),
+            (Refusal.OTHER_USER, await communicator(vm_a.id, await new(user, vm_a, echo.port), other_user)),
+            (Refusal.EXPIRED, await communicator(vm_a.id, await new(user, vm_a, echo.port, seconds=-1), user)),
+            (Refusal.OTHER_VM, await communicator(vm_b.id, await new(user, vm_a, echo.port), user)),
             (
                 Refusal.FOREIGN_ORIGIN,
-                communicator(vm_a.id, await new(user, vm_a, echo.port), user,
+                await communicator(vm_a.id, await new(user, vm_a, echo.port), user,
                              headers=[(b"origin", b"https://evil.example")]),
             ),
-            (Refusal.FOREIGN_ORIGIN, communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[])),
-            (Refusal.UNKNOWN_TICKET, communicator(vm_a.id, "made-up-token", user)),
-            (Refusal.UNKNOWN_TICKET, communicator(vm_a.id, "", user)),
+            (Refusal.FOREIGN_ORIGIN, await communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[])),
+            (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "made-up-token", user)),
+            (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "", user)),
         ]
         for refusal, comm in cases:
             assert await refused_with(comm) == refusal.value, refusal
@@ -117,21 +127,26 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
 async def test_a_ticket_admits_several_connections_up_to_its_cap(user, vms):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, max_connections=2)
-        first, second = communicator(vms[0].id, token, user), communicator(vms[0].id, token, user)
+        first, second = await communicator(vms[0].id, token, user), await communicator(vms[0].id, token, user)
         for comm in (first, second):
             assert (await comm.connect())[0]
             assert await comm.receive_from() == b"HELLO"
-        assert await refused_with(communicator(vms[0].id, token, user)) == Refusal.EXHAUSTED.value
+        assert await refused_with(await communicator(vms[0].id, token, user)) == Refusal.EXHAUSTED.value
         for comm in (first, second):
             await comm.disconnect()
         assert echo.connections == 2
 
 
-async def test_revoked_access_refuses_an_issued_ticket(user, vms):
+async def test_revoked_access_refuses_an_issued_ticket(user, other_user, vms):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
-        await database_sync_to_async(type(user).objects.filter(pk=user.pk).update)(is_active=False)
-        assert await refused_with(communicator(vms[0].id, token, user)) == Refusal.FORBIDDEN.value
+        comm = await communicator(vms[0].id, token, user)
+        await database_sync_to_async(VirtualMachine.objects.filter(pk=vms[0].pk).update)(owner=other_user)
+        assert await refused_with(comm) == Refusal.FORBIDDEN.value
+        deactivated = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, deactivated, other_user)
+        await database_sync_to_async(type(user).objects.filter(pk=other_user.pk).update)(is_active=False)
+        assert await refused_with(comm) == Refusal.NOT_LOGGED_IN.value
         assert echo.connections == 0
 
 
@@ -139,4 +154,4 @@ async def test_unreachable_console(user, vms):
     async with EchoServer() as echo:
         port = echo.port
     token = await database_sync_to_async(make_ticket)(user, vms[0], port)  # nothing listens now
-    assert await refused_with(communicator(vms[0].id, token, user)) == 4010
+    assert await refused_with(await communicator(vms[0].id, token, user)) == 4010

@@ -73,10 +73,10 @@ export async function disconnected(code) {
   }
 }
 
-/** Wire the toolbar to a protocol client and connect with the ticket the page came with. */
-export function consolePage(client) {
+/** Wire the toolbar to a protocol client and connect with the ticket asked for at page load. */
+export async function consolePage(client) {
   const screenArea = document.getElementById("screen-area");
-  let ticket = JSON.parse(document.getElementById("console-connect").textContent);
+  let ticket;
 
   document.getElementById("send-cad").addEventListener("click", () => client.sendCtrlAltDel());
   document.getElementById("fullscreen").addEventListener("click", () => {
@@ -104,5 +104,11 @@ export function consolePage(client) {
     setStatus("connecting", "Connecting…");
     client.connect(ticket);
   });
+  try {
+    ticket = await window.consoleTicket;
+  } catch (error) {
+    setStatus("disconnected", `Cannot connect: ${error.message}`);
+    return;
+  }
   client.connect(ticket);
 }

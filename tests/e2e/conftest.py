@@ -62,10 +62,13 @@ class Portal:
             raise RuntimeError(f"manage.py {' '.join(args)}: {result.stderr}")
         return result.stdout
 
-    def daphne(self, name: str, extra_env: dict | None = None) -> "Portal":
-        """Another Daphne on the same database, e.g. with settings pointing at a standalone proxy."""
+    def daphne(self, name: str, extra_env: dict | None = None, server: str = "daphne") -> "Portal":
+        """Another server on the same database, e.g. with settings pointing at a standalone proxy."""
         port = free_port()
-        argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+        if server == "uvicorn":
+            argv = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "portal.asgi:application"]
+        else:
+            argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
         self.start(name, argv, port, extra_env)
         return Portal(url=f"http://127.0.0.1:{port}", env={**self.env, **(extra_env or {})},
                       vm_name=self.vm_name, processes=self.processes)
@@ -122,6 +125,12 @@ def websockify_portal(portal):
     manage = [sys.executable, "manage.py", "consoleproxy", "--listen", f"127.0.0.1:{port}"]
     portal.start("consoleproxy", manage, port)
     return portal.daphne("daphne-websockify", {"CONSOLE_PROXY_URL": f"ws://127.0.0.1:{port}/"})
+
+
+@pytest.fixture(scope="session")
+def uvicorn_portal(portal):
+    """The portal served by uvicorn instead of Daphne (make run SERVER=uvicorn)."""
+    return portal.daphne("uvicorn", server="uvicorn")
 
 
 @pytest.fixture(scope="session")

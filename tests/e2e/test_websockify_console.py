@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_browser_console import open_console_and_press_escape, start_vm_in_mode
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
@@ -20,3 +21,6 @@ def test_console_through_websockify(page, websockify_portal, mode):
         "from console.models import ConsoleSession as S; print(S.objects.filter(via='websockify').count())",
     )
     assert int(recorded.strip().splitlines()[-1]) >= 1
+    tokens = {url.split("token=")[1] for url in sockets}
+    log = (ARTIFACTS / "consoleproxy.log").read_text()
+    assert "token=[redacted]" in log and not any(token in log for token in tokens)
