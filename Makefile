@@ -22,6 +22,7 @@ else
 endif
 
 test: setup-test
+	@.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .
 	@.venv/bin/pytest $(ARGS)
 
 bench: setup-test

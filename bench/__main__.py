@@ -36,12 +36,32 @@ METRICS = [
     ("ttff_vnc_ms", "browser: page -> first frame, VNC", "ms", False),
 ]
 
-FULL = dict(repeats=5, bulk_seconds=2.0, messages=50_000, echo_samples=2000, load_sessions=100,
-            load_samples=1000, setups=100, idle_sessions=1000, ladder=[100, 200, 400, 700, 1000, 1500],
-            ladder_samples=500, browser_repeats=5)
-SHORT = dict(repeats=1, bulk_seconds=0.3, messages=2000, echo_samples=100, load_sessions=10,
-             load_samples=100, setups=10, idle_sessions=20, ladder=[5, 10], ladder_samples=50,
-             browser_repeats=1)
+FULL = dict(
+    repeats=5,
+    bulk_seconds=2.0,
+    messages=50_000,
+    echo_samples=2000,
+    load_sessions=100,
+    load_samples=1000,
+    setups=100,
+    idle_sessions=1000,
+    ladder=[100, 200, 400, 700, 1000, 1500],
+    ladder_samples=500,
+    browser_repeats=5,
+)
+SHORT = dict(
+    repeats=1,
+    bulk_seconds=0.3,
+    messages=2000,
+    echo_samples=100,
+    load_sessions=10,
+    load_samples=100,
+    setups=10,
+    idle_sessions=20,
+    ladder=[5, 10],
+    ladder_samples=50,
+    browser_repeats=1,
+)
 
 
 async def measure(config: dict, with_browser: bool) -> dict:
@@ -63,7 +83,7 @@ async def measure(config: dict, with_browser: bool) -> dict:
             lambda p: figures.setup_time(p, world, config["setups"]),
         ]
         for repeat in range(config["repeats"]):
-            order = paths[repeat % len(paths):] + paths[: repeat % len(paths)]
+            order = paths[repeat % len(paths) :] + paths[: repeat % len(paths)]
             for measure_one in rounds:
                 for path in order:
                     add(path, await measure_one(path))
@@ -93,7 +113,10 @@ def summarize(samples: dict) -> dict:
         per_path = {}
         for name, values in samples.get(key, {}).items():
             per_path[name] = {
-                "median": statistics.median(values), "min": min(values), "max": max(values), "samples": values,
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "samples": values,
             }
         for reference, field in (("websockify", "vs_websockify"), ("raw TCP", "vs_raw_tcp")):
             if reference in per_path and per_path[reference]["median"]:
@@ -129,24 +152,37 @@ def table(summary: dict, capped: dict) -> str:
             if "vs_raw_tcp" in entry and name != "raw TCP":
                 ratios.append(f"{entry['vs_raw_tcp']:.2f}xraw")
             cells.append(f"{text + ' ' + ' '.join(ratios):>34}")
-        lines.append(f"{label + ' [' + unit + (', more' if higher else ', less') + ' is better]':40} " + " ".join(cells))
+        lines.append(
+            f"{label + ' [' + unit + (', more' if higher else ', less') + ' is better]':40} "
+            + " ".join(cells)
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--short", action="store_true", help="a quick run with small counts (what make test runs)")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-' for stdout)")
-    parser.add_argument("--no-browser", action="store_true", help="skip the browser time-to-first-frame figures")
+    parser = argparse.ArgumentParser(
+        prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--short", action="store_true", help="a quick run with small counts (what make test runs)"
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the figures as JSON to FILE ('-' for stdout)"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="skip the browser time-to-first-frame figures"
+    )
     args = parser.parse_args()
     config = SHORT if args.short else FULL
     started = time.time()
     samples = asyncio.run(measure(config, with_browser=not args.no_browser))
     capped = samples.pop("capped", {})
     summary = summarize(samples)
-    header = (f"console proxy benchmark ({'short' if args.short else 'full'} run, {platform.node()}, "
-              f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s); medians (min-max), "
-              "ratios to websockify (xws) and raw TCP (xraw)")
+    header = (
+        f"console proxy benchmark ({'short' if args.short else 'full'} run, {platform.node()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s); medians (min-max), "
+        "ratios to websockify (xws) and raw TCP (xraw)"
+    )
     print(header)
     print(table(summary, capped))
     if args.json:

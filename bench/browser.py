@@ -10,11 +10,10 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import statistics
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from urllib.parse import quote
@@ -22,8 +21,15 @@ from urllib.parse import quote
 from bench.setup import ROOT, World
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 # Records performance.now() (ms since navigation started) when a canvas first shows more
 # than one colour, checking every animation frame.
@@ -68,7 +74,9 @@ def _time_to_first_frame(browser, url: str, cookie: str | None = None) -> float:
         except Exception as exc:
             shot = Path(tempfile.gettempdir()) / "console-bench-ttff-failed.png"
             page.screenshot(path=shot)
-            raise RuntimeError(f"no frame drawn at {url.split('?')[0]} within 20 s (screenshot: {shot})") from exc
+            raise RuntimeError(
+                f"no frame drawn at {url.split('?')[0]} within 20 s (screenshot: {shot})"
+            ) from exc
         return page.evaluate("window.__firstFrame")
     finally:
         context.close()
@@ -88,7 +96,11 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
     user = VirtualMachine.objects.get(pk=world.vm_id).owner
     vms = {
         mode: VirtualMachine.objects.create(
-            name=f"bench-{mode}-{uuid.uuid4().hex[:6]}", owner=user, host=host, console_mode=mode, boot_menu=True
+            name=f"bench-{mode}-{uuid.uuid4().hex[:6]}",
+            owner=user,
+            host=host,
+            console_mode=mode,
+            boot_menu=True,
         )
         for mode in ("spice", "vnc")
     }
@@ -118,15 +130,21 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
                     with ThreadPoolExecutor(1) as pool:
                         issued = pool.submit(console_ticket_issue, user=user, vm=vm).result()
                     if mode == "spice":
-                        url = (f"http://127.0.0.1:{web_port}/spice-html5/spice_auto.html?host=127.0.0.1"
-                               f"&port={websockify.port}&path={quote('?token=' + issued.token)}"
-                               f"&password={quote(issued.password)}")
+                        url = (
+                            f"http://127.0.0.1:{web_port}/spice-html5/spice_auto.html?host=127.0.0.1"
+                            f"&port={websockify.port}&path={quote('?token=' + issued.token)}"
+                            f"&password={quote(issued.password)}"
+                        )
                     else:
                         ws_url = f"ws://127.0.0.1:{websockify.port}/?token={issued.token}"
-                        url = (f"http://127.0.0.1:{web_port}/stock_novnc.html?url={quote(ws_url)}"
-                               f"&password={quote(issued.password)}")
+                        url = (
+                            f"http://127.0.0.1:{web_port}/stock_novnc.html?url={quote(ws_url)}"
+                            f"&password={quote(issued.password)}"
+                        )
                     name = "stock page via websockify"
-                    results.setdefault(name, {}).setdefault(key, []).append(_time_to_first_frame(browser, url))
+                    results.setdefault(name, {}).setdefault(key, []).append(
+                        _time_to_first_frame(browser, url)
+                    )
             browser.close()
     finally:
         server.shutdown()
@@ -139,9 +157,3 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
                 except Exception:  # noqa: BLE001 - best-effort clean-up
                     pass
     return results
-
-
-def summary(results: dict) -> str:
-    return ", ".join(
-        f"{name} {key} {statistics.median(values):.0f} ms" for name, keys in results.items() for key, values in keys.items()
-    )

@@ -97,7 +97,11 @@ class Load:
     def __init__(self, path: Path, world: World, sessions: int) -> None:
         tokens = world.ticket_tokens(sessions) if path.ws_path else [None] * sessions
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.load"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "bench.load"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.process.stdin.write(json.dumps(path.load_config(tokens)) + "\n")
         self.process.stdin.flush()
@@ -128,7 +132,10 @@ async def echo_under_load(path: Path, world: World, samples: int, sessions: int)
     await load.ready()
     times = await round_trips(path, world, samples)
     await load.stop()
-    return {"loaded_rtt_p50_ms": percentile(times, 50) * 1e3, "loaded_rtt_p99_ms": percentile(times, 99) * 1e3}
+    return {
+        "loaded_rtt_p50_ms": percentile(times, 50) * 1e3,
+        "loaded_rtt_p99_ms": percentile(times, 99) * 1e3,
+    }
 
 
 async def setup_time(path: Path, world: World, count: int) -> dict:

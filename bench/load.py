@@ -24,7 +24,9 @@ async def main() -> None:
     async def session(token):
         async with limit:
             path = None if config["ws_path"] is None else config["ws_path"].format(token=token)
-            conn = await open_conn("127.0.0.1", config["port"], path=path, origin=config["origin"], cookie=config["cookie"])
+            conn = await open_conn(
+                "127.0.0.1", config["port"], path=path, origin=config["origin"], cookie=config["cookie"]
+            )
             await conn.read(12)
             conn.discard = True
             conn.send(b"P")

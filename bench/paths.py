@@ -25,7 +25,13 @@ class Path:
         return await open_conn("127.0.0.1", self.port, path=path, origin=self.origin, cookie=self.cookie)
 
     def load_config(self, tokens: list[str]) -> dict:
-        return {"port": self.port, "ws_path": self.ws_path, "origin": self.origin, "cookie": self.cookie, "tokens": tokens}
+        return {
+            "port": self.port,
+            "ws_path": self.ws_path,
+            "origin": self.origin,
+            "cookie": self.cookie,
+            "tokens": tokens,
+        }
 
     def _tree(self) -> list[psutil.Process]:
         root = psutil.Process(self.process.pid)
@@ -57,7 +63,9 @@ def paths_start(world: World) -> list[Path]:
     raw = Path("raw TCP", world.backend_port, None, None)
     ws_port = free_port()
     websockify = world.spawn(
-        "websockify", [sys.executable, "manage.py", "consoleproxy", "--listen", f"127.0.0.1:{ws_port}"], ws_port
+        "websockify",
+        [sys.executable, "manage.py", "consoleproxy", "--listen", f"127.0.0.1:{ws_port}"],
+        ws_port,
     )
     daphne_port = free_port()
     daphne = world.spawn(
@@ -77,8 +85,20 @@ def paths_start(world: World) -> list[Path]:
     return [
         raw,
         Path("websockify", ws_port, "/?token={token}", websockify),
-        Path("Channels on Daphne", daphne_port, f"/ws/console/{world.vm_id}/?token={{token}}", daphne,
-             origin=origin, cookie=world.cookie),
-        Path("Channels on uvicorn", uvicorn_port, f"/ws/console/{world.vm_id}/?token={{token}}", uvicorn,
-             origin=f"http://127.0.0.1:{uvicorn_port}", cookie=world.cookie),
+        Path(
+            "Channels on Daphne",
+            daphne_port,
+            f"/ws/console/{world.vm_id}/?token={{token}}",
+            daphne,
+            origin=origin,
+            cookie=world.cookie,
+        ),
+        Path(
+            "Channels on uvicorn",
+            uvicorn_port,
+            f"/ws/console/{world.vm_id}/?token={{token}}",
+            uvicorn,
+            origin=f"http://127.0.0.1:{uvicorn_port}",
+            cookie=world.cookie,
+        ),
     ]

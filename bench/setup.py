@@ -80,8 +80,14 @@ class World:
         expires = timezone.now() + timedelta(seconds=seconds)
         ConsoleTicket.objects.bulk_create(
             ConsoleTicket(
-                token_hash=token_hash(token), user_id=self.user_id, vm_id=self.vm_id, protocol="vnc",
-                address="127.0.0.1", port=self.backend_port, expires_at=expires, max_connections=max_connections,
+                token_hash=token_hash(token),
+                user_id=self.user_id,
+                vm_id=self.vm_id,
+                protocol="vnc",
+                address="127.0.0.1",
+                port=self.backend_port,
+                expires_at=expires,
+                max_connections=max_connections,
             )
             for token in tokens
         )
@@ -119,5 +125,7 @@ def world_create() -> World:
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
     world = World(env, free_port(), user.pk, vm.pk, cookie, [])
-    world.spawn("backend", [sys.executable, "-m", "bench.backend", str(world.backend_port)], world.backend_port)
+    world.spawn(
+        "backend", [sys.executable, "-m", "bench.backend", str(world.backend_port)], world.backend_port
+    )
     return world

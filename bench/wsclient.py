@@ -73,7 +73,9 @@ class Conn(asyncio.Protocol):
                 break
             opcode = buf[pos] & 0x0F
             if opcode == 8:
-                self.close_code = int.from_bytes(buf[pos + header : pos + header + 2], "big") if b1 >= 2 else 1005
+                self.close_code = (
+                    int.from_bytes(buf[pos + header : pos + header + 2], "big") if b1 >= 2 else 1005
+                )
                 self.transport.close()
             elif opcode in (0, 2):
                 self._payload(buf[pos + header : pos + header + b1])

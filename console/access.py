@@ -18,12 +18,7 @@ def vm_may_use(user, vm: VirtualMachine) -> bool:
 
 def vm_get_for_user(*, user, vm_id: int) -> VirtualMachine:
     """The VM if `user` may use it; Http404 otherwise (also for VMs that do not exist)."""
-    vm = (
-        VirtualMachine.objects.visible_to(user)
-        .select_related("host", "owner")
-        .filter(pk=vm_id)
-        .first()
-    )
+    vm = VirtualMachine.objects.visible_to(user).select_related("host", "owner").filter(pk=vm_id).first()
     if vm is None:
         raise Http404("No such virtual machine.")
     return vm

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 
 from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
 from console.hypervisor import HypervisorError
@@ -155,8 +154,16 @@ class VmEventAdmin(ReadOnlyAdmin):
 @admin.register(ConsoleSession)
 class ConsoleSessionAdmin(ReadOnlyAdmin):
     list_display = [
-        "started_at", "ended_at", "vm", "user", "via", "protocol", "client_address",
-        "bytes_to_client", "bytes_from_client", "end_reason",
+        "started_at",
+        "ended_at",
+        "vm",
+        "user",
+        "via",
+        "protocol",
+        "client_address",
+        "bytes_to_client",
+        "bytes_from_client",
+        "end_reason",
     ]
     list_filter = ["via", "protocol", "end_reason"]
     search_fields = ["vm__name", "user__username", "client_address"]
@@ -164,6 +171,15 @@ class ConsoleSessionAdmin(ReadOnlyAdmin):
 
 @admin.register(ConsoleTicket)
 class ConsoleTicketAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "expires_at", "kind", "vm", "user", "protocol", "connections", "max_connections"]
+    list_display = [
+        "created_at",
+        "expires_at",
+        "kind",
+        "vm",
+        "user",
+        "protocol",
+        "connections",
+        "max_connections",
+    ]
     list_filter = ["kind", "protocol"]
     exclude = ["token_hash"]

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import parse_qs, urlsplit
-
 from importlib import import_module
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -31,7 +30,7 @@ from django.http.request import split_domain_port, validate_host
 from console.models import ConsoleSession
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
-from console.tickets import TicketRefused, Refusal, console_ticket_admit
+from console.tickets import Refusal, TicketRefused, console_ticket_admit
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +105,9 @@ class ConsoleProxyConsumer:
         try:
             self.link = await ConsoleLink.open(ticket.address, ticket.port)
         except (OSError, asyncio.TimeoutError) as exc:
-            logger.warning("console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, ticket.port, exc)
+            logger.warning(
+                "console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, ticket.port, exc
+            )
             await self._refuse(CLOSE_UNREACHABLE, "console unreachable")
             return False
         client = self.scope.get("client") or (None,)

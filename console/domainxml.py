@@ -11,9 +11,9 @@ import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 UTC = timezone.utc
-from typing import Protocol
 
 # Expired long ago: the console stays locked until a ticket sets a fresh password.
 LOCKED_UNTIL = "2001-01-01T00:00:00"
@@ -162,8 +162,3 @@ def graphics_password_xml(live_xml: str, *, password: str, valid_until: datetime
     graphics.set("passwd", password)
     graphics.set("passwdValidTo", valid_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return ET.tostring(graphics, encoding="unicode")
-
-
-def locked_until_now() -> datetime:
-    """A time already past, for taking a password's validity away."""
-    return datetime(2001, 1, 1, tzinfo=UTC)

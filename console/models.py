@@ -20,13 +20,12 @@ class GlobalConfigValue(models.Model):
 
     category = models.CharField(max_length=64)
     name = models.CharField(max_length=128)
-    value = models.CharField(max_length=1024, null=True, blank=True)
+    # NULL, not "", means "the default": an empty string may one day be a valid value.
+    value = models.CharField(max_length=1024, null=True, blank=True)  # noqa: DJ001
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["category", "name"], name="unique_config_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["category", "name"], name="unique_config_key")]
         ordering = ["category", "name"]
         verbose_name = "global setting"
 
@@ -45,9 +44,7 @@ class GlobalConfigChange(models.Model):
     name = models.CharField(max_length=128)
     old_value = models.CharField(max_length=1024)
     new_value = models.CharField(max_length=1024)
-    changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     actor = models.CharField(max_length=150, help_text="Who or what made the change.")
     changed_at = models.DateTimeField(auto_now_add=True)
 
@@ -88,7 +85,10 @@ def validate_client_address(value: str) -> None:
         return
     except ValueError:
         pass
-    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", value):
+    if not re.fullmatch(
+        r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
+        value,
+    ):
         raise ValidationError(f"{value!r} is not a host name or IP address.")
 
 
@@ -96,9 +96,7 @@ class Host(models.Model):
     """A hypervisor reached through libvirt."""
 
     name = models.SlugField(max_length=64, unique=True)
-    uri = models.CharField(
-        "libvirt URI", max_length=255, validators=[validate_libvirt_uri], unique=True
-    )
+    uri = models.CharField("libvirt URI", max_length=255, validators=[validate_libvirt_uri], unique=True)
     console_listen_address = models.GenericIPAddressField(
         default="127.0.0.1",
         help_text="The address VM consoles listen on, on the host. Loopback unless clients "
@@ -204,9 +202,7 @@ class VirtualMachine(models.Model):
     objects = VirtualMachineQuerySet.as_manager()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["host", "name"], name="unique_vm_name_per_host")
-        ]
+        constraints = [models.UniqueConstraint(fields=["host", "name"], name="unique_vm_name_per_host")]
         ordering = ["name", "id"]
         verbose_name = "virtual machine"
 
@@ -227,9 +223,7 @@ class VmEvent(models.Model):
     """An audit record of an action on a VM: who did what, when."""
 
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="events")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     action = models.CharField(max_length=32)
     detail = models.CharField(max_length=255, blank=True)
     at = models.DateTimeField(auto_now_add=True)
@@ -305,9 +299,7 @@ class ConsolePreference(models.Model):
     """A user's console preferences."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
-    vv_fullscreen = models.BooleanField(
-        "open virt-viewer fullscreen", default=False
-    )
+    vv_fullscreen = models.BooleanField("open virt-viewer fullscreen", default=False)
 
     def __str__(self) -> str:
         return f"console preferences of {self.user}"

@@ -13,10 +13,12 @@ import re
 
 from django.contrib.staticfiles import finders
 
-_IMPORT = re.compile(r"""^\s*(?:import|export)\b[^'"]*?\bfrom\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]""", re.M)
+_IMPORT = re.compile(
+    r"""^\s*(?:import|export)\b[^'"]*?\bfrom\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]""", re.M
+)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module_graph(entry: str) -> tuple[str, ...]:
     """Static paths of `entry` (e.g. "console/spice-console.js") and everything it imports."""
     seen: list[str] = []

@@ -20,7 +20,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.access import vm_may_use
-from console.domainxml import GraphicsEndpoint, graphics_endpoint, graphics_password_new, graphics_password_xml
+from console.domainxml import (
+    GraphicsEndpoint,
+    graphics_endpoint,
+    graphics_password_new,
+    graphics_password_xml,
+)
 from console.hypervisor import ACTIVE_STATES, DomainNotFound, DomainNotRunning, hypervisor_for
 from console.models import ConsoleTicket, VirtualMachine
 
@@ -148,9 +153,7 @@ def console_ticket_admit(*, token: str, user=None, vm_id: int | None = None) -> 
     standalone proxies know only the token). Refused connections use up nothing.
     """
     ticket = (
-        ConsoleTicket.objects.select_related("vm__host", "user")
-        .filter(token_hash=token_hash(token))
-        .first()
+        ConsoleTicket.objects.select_related("vm__host", "user").filter(token_hash=token_hash(token)).first()
         if token
         else None
     )

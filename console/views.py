@@ -18,7 +18,6 @@ from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
 from console.preload import module_graph
 from console.sessions import console_download_record
 from console.tickets import ConsoleUnavailable, console_endpoint, console_ticket_issue
-from console.vv import VvFile, vv_render
 from console.vms import (
     VmActionRefused,
     vm_poweroff,
@@ -28,6 +27,7 @@ from console.vms import (
     vm_status,
     vm_statuses,
 )
+from console.vv import VvFile, vv_render
 
 
 @login_required
@@ -36,9 +36,7 @@ def vm_list(request):
     statuses = vm_statuses(vms)
     rows = [(vm, statuses[vm.id]) for vm in vms]
     unavailable = {
-        (vm.host.name, status.message)
-        for vm, status in rows
-        if isinstance(status, HypervisorError)
+        (vm.host.name, status.message) for vm, status in rows if isinstance(status, HypervisorError)
     }
     return render(
         request,

@@ -17,7 +17,7 @@ from console.hypervisor import (
     HypervisorError,
     hypervisor_for,
 )
-from console.models import Host, VirtualMachine, VmEvent
+from console.models import VirtualMachine, VmEvent
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,7 @@ def vms_restart_required_count() -> int:
     """How many running VMs that inherit the global mode run another protocol than it says."""
     inheriting = VirtualMachine.objects.filter(console_mode="inherit").select_related("host")
     statuses = vm_statuses(inheriting)
-    return sum(
-        1
-        for status in statuses.values()
-        if isinstance(status, VmStatus) and status.restart_required
-    )
+    return sum(1 for status in statuses.values() if isinstance(status, VmStatus) and status.restart_required)
 
 
 def _record(vm: VirtualMachine, user, action: str, detail: str = "") -> None:
@@ -151,9 +147,3 @@ def vm_reboot(*, vm: VirtualMachine, user) -> str:
     except DomainNotRunning:
         pass  # it stopped by itself meanwhile; starting it is what was asked for
     return _start(vm, user, "reboot")
-
-
-def host_local_get_or_create(uri: str) -> Host:
-    """The host for the local libvirt."""
-    host, _ = Host.objects.get_or_create(uri=uri, defaults={"name": "local"})
-    return host

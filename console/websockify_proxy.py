@@ -17,7 +17,6 @@ from console.models import ConsoleSession
 from console.sessions import console_session_end, console_session_start
 from console.tickets import TicketRefused, console_ticket_admit
 
-
 _TOKEN = re.compile(r"([?&])token=[^&\s'\"]*")
 
 

@@ -48,7 +48,13 @@ class EchoServer:
 def make_ticket(user, vm, port, *, seconds=60, max_connections=8, protocol="vnc"):
     token = secrets.token_urlsafe(32)
     ConsoleTicket.objects.create(
-        token_hash=token_hash(token), user=user, vm=vm, protocol=protocol, address="127.0.0.1",
-        port=port, expires_at=timezone.now() + timedelta(seconds=seconds), max_connections=max_connections,
+        token_hash=token_hash(token),
+        user=user,
+        vm=vm,
+        protocol=protocol,
+        address="127.0.0.1",
+        port=port,
+        expires_at=timezone.now() + timedelta(seconds=seconds),
+        max_connections=max_connections,
     )
     return token

@@ -61,7 +61,9 @@ def test_staff_see_console_sessions(client, staff_user, user):
 
     host = Host.objects.create(name="fake", uri="test:///default")
     vm = VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
-    ConsoleSession.objects.create(user=user, vm=vm, via="channels", protocol="vnc", client_address="127.0.0.9")
+    ConsoleSession.objects.create(
+        user=user, vm=vm, via="channels", protocol="vnc", client_address="127.0.0.9"
+    )
     client.force_login(staff_user)
     page = client.get(reverse("admin:console_consolesession_changelist")).content.decode()
     assert "127.0.0.9" in page and "vm-a" in page

@@ -22,13 +22,24 @@ def test_short_benchmark_runs(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--short", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bulk server->client" in result.stdout and "xws" in result.stdout
     figures = json.loads(out.read_text())["figures"]
-    for key in ("bulk_gbit_s", "msg_rate_1k", "rtt_p50_ms", "rtt_p99_ms", "loaded_rtt_p50_ms",
-                "loaded_rtt_p99_ms", "setup_p50_ms", "max_sessions"):
+    for key in (
+        "bulk_gbit_s",
+        "msg_rate_1k",
+        "rtt_p50_ms",
+        "rtt_p99_ms",
+        "loaded_rtt_p50_ms",
+        "loaded_rtt_p99_ms",
+        "setup_p50_ms",
+        "max_sessions",
+    ):
         assert set(figures[key]) == PATHS, key
     for key in ("idle_kib_per_session", "cpu_s_per_gb"):
         assert set(figures[key]) == PROXIES, key

@@ -6,12 +6,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-
-from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
 from django.test import Client
 
-from portal.asgi import application
+from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
 from console.tickets import Refusal
+from portal.asgi import application
 from tests.helpers import EchoServer, make_ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,16 +100,29 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
     async with EchoServer() as echo:
         new = database_sync_to_async(make_ticket)
         cases = [
-            (Refusal.NOT_LOGGED_IN, await communicator(vm_a.id, await new(user, vm_a, echo.port), AnonymousUser())),
+            (
+                Refusal.NOT_LOGGED_IN,
+                await communicator(vm_a.id, await new(user, vm_a, echo.port), AnonymousUser()),
+            ),
             (Refusal.OTHER_USER, await communicator(vm_a.id, await new(user, vm_a, echo.port), other_user)),
-            (Refusal.EXPIRED, await communicator(vm_a.id, await new(user, vm_a, echo.port, seconds=-1), user)),
+            (
+                Refusal.EXPIRED,
+                await communicator(vm_a.id, await new(user, vm_a, echo.port, seconds=-1), user),
+            ),
             (Refusal.OTHER_VM, await communicator(vm_b.id, await new(user, vm_a, echo.port), user)),
             (
                 Refusal.FOREIGN_ORIGIN,
-                await communicator(vm_a.id, await new(user, vm_a, echo.port), user,
-                             headers=[(b"origin", b"https://evil.example")]),
+                await communicator(
+                    vm_a.id,
+                    await new(user, vm_a, echo.port),
+                    user,
+                    headers=[(b"origin", b"https://evil.example")],
+                ),
             ),
-            (Refusal.FOREIGN_ORIGIN, await communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[])),
+            (
+                Refusal.FOREIGN_ORIGIN,
+                await communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[]),
+            ),
             (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "made-up-token", user)),
             (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "", user)),
         ]
@@ -119,7 +131,9 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
         assert echo.connections == 0
         assert not await database_sync_to_async(ConsoleSession.objects.exists)()
         # Refusals use up nothing: the tickets still have every connection left.
-        counts = await database_sync_to_async(list)(ConsoleTicket.objects.values_list("connections", flat=True))
+        counts = await database_sync_to_async(list)(
+            ConsoleTicket.objects.values_list("connections", flat=True)
+        )
         assert set(counts) == {0}
     assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
 

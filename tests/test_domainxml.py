@@ -17,8 +17,13 @@ from console.domainxml import (
 
 def spec(**fields):
     base = dict(
-        name="web-1", uuid=uuid.uuid4(), description="", vcpus=2, memory_mib=128,
-        disk_image="", boot_menu=True,
+        name="web-1",
+        uuid=uuid.uuid4(),
+        description="",
+        vcpus=2,
+        memory_mib=128,
+        disk_image="",
+        boot_menu=True,
     )
     base.update(fields)
     return SimpleNamespace(**base)

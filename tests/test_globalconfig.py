@@ -49,7 +49,9 @@ def test_set_and_reset_are_recorded(user):
     assert config_value(CONSOLE_MODE) == "spice"
     assert config_reset(key=CONSOLE_MODE, actor="test") == ("spice", "vnc")
     assert config_value(CONSOLE_MODE) == "vnc"
-    changes = list(GlobalConfigChange.objects.order_by("id").values_list("old_value", "new_value", "changed_by"))
+    changes = list(
+        GlobalConfigChange.objects.order_by("id").values_list("old_value", "new_value", "changed_by")
+    )
     assert changes == [("vnc", "spice", user.id), ("spice", "vnc", None)]
 
 

@@ -50,7 +50,9 @@ async def connect(port, request: bytes):
 async def test_connect_with_a_ticket_relays_to_the_console(proxy, user, vm):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vm, echo.port, protocol="spice")
-        reader, writer, status = await connect(proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\nHost: {token}\r\n\r\n".encode())
+        reader, writer, status = await connect(
+            proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\nHost: {token}\r\n\r\n".encode()
+        )
         assert status == "HTTP/1.1 200 Connection established"
         assert await reader.readexactly(5) == b"HELLO"
         writer.write(b"spice link")

@@ -16,28 +16,62 @@ def parse(text):
 def test_spice_file():
     vv = parse(vv_render(VvFile(type="spice", host="127.0.0.1", port=5901, password="pw", title="web-1")))
     assert vv == {
-        "type": "spice", "host": "127.0.0.1", "port": "5901", "password": "pw", "title": "web-1",
-        "delete-this-file": "1", "fullscreen": "0", "secure-attention": "ctrl+alt+end",
-        "toggle-fullscreen": "shift+f11", "release-cursor": "shift+f12", "enable-usbredir": "1",
+        "type": "spice",
+        "host": "127.0.0.1",
+        "port": "5901",
+        "password": "pw",
+        "title": "web-1",
+        "delete-this-file": "1",
+        "fullscreen": "0",
+        "secure-attention": "ctrl+alt+end",
+        "toggle-fullscreen": "shift+f11",
+        "release-cursor": "shift+f12",
+        "enable-usbredir": "1",
     }
 
 
 def test_vnc_file_has_no_spice_keys():
-    vv = parse(vv_render(VvFile(type="vnc", host="h", port=5900, password="12345678", title="t",
-                                proxy="http://127.0.0.1:3128", fullscreen=True)))
+    vv = parse(
+        vv_render(
+            VvFile(
+                type="vnc",
+                host="h",
+                port=5900,
+                password="12345678",
+                title="t",
+                proxy="http://127.0.0.1:3128",
+                fullscreen=True,
+            )
+        )
+    )
     assert vv["type"] == "vnc" and vv["fullscreen"] == "1"
     assert "enable-usbredir" not in vv and "proxy" not in vv  # remote-viewer's VNC takes no proxy
 
 
 def test_tls_and_proxy():
     ca = "-----BEGIN CERTIFICATE-----\nMIIB\nAAAA\n-----END CERTIFICATE-----\n"
-    vv = parse(vv_render(VvFile(type="spice", host="ticket", port=5900, password="pw", title="t", tls_port=5901,
-                                ca=ca, host_subject="C=US,O=Example,CN=host1", proxy="http://127.0.0.1:3128")))
+    vv = parse(
+        vv_render(
+            VvFile(
+                type="spice",
+                host="ticket",
+                port=5900,
+                password="pw",
+                title="t",
+                tls_port=5901,
+                ca=ca,
+                host_subject="C=US,O=Example,CN=host1",
+                proxy="http://127.0.0.1:3128",
+            )
+        )
+    )
     assert vv["tls-port"] == "5901"
     assert vv["ca"] == "-----BEGIN CERTIFICATE-----\\nMIIB\\nAAAA\\n-----END CERTIFICATE-----"
     assert vv["host-subject"] == "C=US,O=Example,CN=host1"
     assert vv["proxy"] == "http://127.0.0.1:3128"
-    no_ca = parse(vv_render(VvFile(type="spice", host="h", port=5900, password="pw", title="t", tls_port=5901)))
+    no_ca = parse(
+        vv_render(VvFile(type="spice", host="h", port=5900, password="pw", title="t", tls_port=5901))
+    )
     assert "tls-port" not in no_ca  # without the CA, virt-viewer could not verify the host
 
 

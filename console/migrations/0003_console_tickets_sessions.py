@@ -6,52 +6,107 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('console', '0002_local_host'),
+        ("console", "0002_local_host"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConsoleTicket',
+            name="ConsoleTicket",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token_hash', models.CharField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('browser', 'browser console'), ('vv', 'virt-viewer file')], default='browser', max_length=8)),
-                ('protocol', models.CharField(choices=[('vnc', 'VNC'), ('spice', 'SPICE')], max_length=8)),
-                ('address', models.CharField(max_length=253)),
-                ('port', models.PositiveIntegerField()),
-                ('tls_port', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('max_connections', models.PositiveSmallIntegerField()),
-                ('connections', models.PositiveSmallIntegerField(default=0)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
-                ('vm', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='console.virtualmachine')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("token_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("browser", "browser console"), ("vv", "virt-viewer file")],
+                        default="browser",
+                        max_length=8,
+                    ),
+                ),
+                ("protocol", models.CharField(choices=[("vnc", "VNC"), ("spice", "SPICE")], max_length=8)),
+                ("address", models.CharField(max_length=253)),
+                ("port", models.PositiveIntegerField()),
+                ("tls_port", models.PositiveIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(db_index=True)),
+                ("max_connections", models.PositiveSmallIntegerField()),
+                ("connections", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "vm",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="console.virtualmachine"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ConsoleSession',
+            name="ConsoleSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('via', models.CharField(choices=[('channels', 'portal WebSocket proxy'), ('websockify', 'websockify proxy'), ('spiceproxy', 'SPICE HTTP proxy'), ('vv', '.vv download')], max_length=16)),
-                ('protocol', models.CharField(choices=[('vnc', 'VNC'), ('spice', 'SPICE')], max_length=8)),
-                ('client_address', models.GenericIPAddressField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('bytes_to_client', models.BigIntegerField(default=0)),
-                ('bytes_from_client', models.BigIntegerField(default=0)),
-                ('end_reason', models.CharField(blank=True, max_length=64)),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('vm', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, to='console.virtualmachine')),
-                ('ticket', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='console.consoleticket')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "via",
+                    models.CharField(
+                        choices=[
+                            ("channels", "portal WebSocket proxy"),
+                            ("websockify", "websockify proxy"),
+                            ("spiceproxy", "SPICE HTTP proxy"),
+                            ("vv", ".vv download"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("protocol", models.CharField(choices=[("vnc", "VNC"), ("spice", "SPICE")], max_length=8)),
+                ("client_address", models.GenericIPAddressField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("bytes_to_client", models.BigIntegerField(default=0)),
+                ("bytes_from_client", models.BigIntegerField(default=0)),
+                ("end_reason", models.CharField(blank=True, max_length=64)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "vm",
+                    models.ForeignKey(
+                        null=True, on_delete=django.db.models.deletion.SET_NULL, to="console.virtualmachine"
+                    ),
+                ),
+                (
+                    "ticket",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="console.consoleticket",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at', '-id'],
+                "ordering": ["-started_at", "-id"],
             },
         ),
     ]

@@ -6,28 +6,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('console', '0003_console_tickets_sessions'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("console", "0003_console_tickets_sessions"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConsolePreference',
+            name="ConsolePreference",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('vv_fullscreen', models.BooleanField(default=False, verbose_name='open virt-viewer fullscreen')),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "vv_fullscreen",
+                    models.BooleanField(default=False, verbose_name="open virt-viewer fullscreen"),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='host',
-            name='spice_ca_cert',
-            field=models.TextField(blank=True, help_text="PEM of the CA that signed the host's SPICE TLS certificate. When set and a VM has a TLS port, .vv files tell virt-viewer to use TLS and trust this CA.", verbose_name='SPICE CA certificate'),
+            model_name="host",
+            name="spice_ca_cert",
+            field=models.TextField(
+                blank=True,
+                help_text="PEM of the CA that signed the host's SPICE TLS certificate. When set and a VM has a TLS port, .vv files tell virt-viewer to use TLS and trust this CA.",
+                verbose_name="SPICE CA certificate",
+            ),
         ),
         migrations.AddField(
-            model_name='host',
-            name='spice_host_subject',
-            field=models.CharField(blank=True, help_text='The subject of the host\'s SPICE certificate, e.g. "C=US,O=Example,CN=host1".', max_length=255, verbose_name='SPICE certificate subject'),
+            model_name="host",
+            name="spice_host_subject",
+            field=models.CharField(
+                blank=True,
+                help_text='The subject of the host\'s SPICE certificate, e.g. "C=US,O=Example,CN=host1".',
+                max_length=255,
+                verbose_name="SPICE certificate subject",
+            ),
         ),
     ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,34 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.browser import CHROMIUM, CHROMIUM_ARGS
+from bench.setup import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 BIN = Path(sys.executable).parent
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
 PASSWORD = "e2e-" + uuid.uuid4().hex
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
 @dataclass
@@ -62,20 +40,33 @@ class Portal:
             raise RuntimeError(f"manage.py {' '.join(args)}: {result.stderr}")
         return result.stdout
 
-    def daphne(self, name: str, extra_env: dict | None = None, server: str = "daphne") -> "Portal":
+    def daphne(self, name: str, extra_env: dict | None = None, server: str = "daphne") -> Portal:
         """Another server on the same database, e.g. with settings pointing at a standalone proxy."""
         port = free_port()
         if server == "uvicorn":
-            argv = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "portal.asgi:application"]
+            argv = [
+                str(BIN / "uvicorn"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "portal.asgi:application",
+            ]
         else:
             argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
         self.start(name, argv, port, extra_env)
-        return Portal(url=f"http://127.0.0.1:{port}", env={**self.env, **(extra_env or {})},
-                      vm_name=self.vm_name, processes=self.processes)
+        return Portal(
+            url=f"http://127.0.0.1:{port}",
+            env={**self.env, **(extra_env or {})},
+            vm_name=self.vm_name,
+            processes=self.processes,
+        )
 
     def start(self, name: str, argv: list[str], port: int, extra_env: dict | None = None) -> subprocess.Popen:
         log = open(ARTIFACTS / f"{name}.log", "w")
-        process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log
+        )
         self.processes.append(process)
         wait_for_port(port, process, name)
         return process
@@ -146,8 +137,11 @@ def spiceproxy_portal(portal):
 def xvfb():
     """A virtual screen with a white root window, so a VM's black console stands out."""
     display = next(f":{n}" for n in range(140, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    process = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-wr", "-nolisten", "tcp"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "1024x768x24", "-wr", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
         if time.monotonic() > deadline or process.poll() is not None:

@@ -18,7 +18,7 @@ def start_vm_in_mode(page, portal, mode: str) -> None:
         page.click("button:has-text('Reboot')")
     else:
         page.click("button:has-text('Start')")
-    page.wait_for_selector(f".messages >> text=console")
+    page.wait_for_selector(".messages >> text=console")
     assert f"{mode.upper()} console" in page.inner_text(".messages")
 
 
@@ -51,7 +51,9 @@ def test_vm_shut_down_mid_session_is_explained(page, portal):
     page.click("a.button:text-is('Console')")
     page.wait_for_selector("#status.connected", timeout=20000)
     virsh("destroy", portal.vm_name)
-    page.wait_for_function("document.querySelector('#status').textContent.includes('shut off')", timeout=20000)
+    page.wait_for_function(
+        "document.querySelector('#status').textContent.includes('shut off')", timeout=20000
+    )
     assert "Start it from its page" in page.inner_text("#status")
     page.click("#reconnect")
     page.wait_for_function("document.querySelector('#status').textContent.includes('Cannot reconnect')")

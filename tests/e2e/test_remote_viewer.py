@@ -24,7 +24,9 @@ def download_vv(page, tmp_path):
 def screen_stats(display, name):
     """Dark pixels (a VM console is black) and light pixels inside them (its text)."""
     png = ARTIFACTS / f"{name}.png"
-    xwd = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, check=True).stdout
+    xwd = subprocess.run(
+        ["xwd", "-root", "-silent", "-display", display], capture_output=True, check=True
+    ).stdout
     subprocess.run(["convert", "xwd:-", str(png)], input=xwd, check=True)
     raw = subprocess.run(["convert", "xwd:-", "rgb:-"], input=xwd, capture_output=True, check=True).stdout
     dark = sum(1 for i in range(0, len(raw), 3) if raw[i] + raw[i + 1] + raw[i + 2] < 40)
@@ -34,8 +36,10 @@ def screen_stats(display, name):
 def run_viewer(vv_path, display, name, *, expect_screen: bool, timeout=15):
     """Open the .vv in remote-viewer; returns the screen's dark-pixel count once settled."""
     viewer = subprocess.Popen(
-        ["remote-viewer", str(vv_path)], env={"DISPLAY": display, "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ["remote-viewer", str(vv_path)],
+        env={"DISPLAY": display, "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + timeout

@@ -17,7 +17,8 @@ def test_console_through_websockify(page, websockify_portal, mode):
     proxy = websockify_portal.env["CONSOLE_PROXY_URL"]
     assert sockets and all(url.startswith(proxy + "?token=") for url in sockets)
     recorded = websockify_portal.manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from console.models import ConsoleSession as S; print(S.objects.filter(via='websockify').count())",
     )
     assert int(recorded.strip().splitlines()[-1]) >= 1

@@ -21,5 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, listen, verbose_proxy, **options):
         host, port = listen_address_parse(listen)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.stdout.write(f"websockify console proxy on {host}:{port}; set CONSOLE_PROXY_URL=ws://{host}:{port}/")
+        self.stdout.write(
+            f"websockify console proxy on {host}:{port}; set CONSOLE_PROXY_URL=ws://{host}:{port}/"
+        )
         websockify_proxy(host, port, verbose=verbose_proxy).start_server()

@@ -24,7 +24,9 @@ def domain_fields(xml: str) -> dict:
         "memory_mib": max(memory_mib, 16),
         "disk_image": disk.get("file", "") if disk is not None else "",
         "boot_menu": root.find("./os/bootmenu[@enable='yes']") is not None,
-        "started_mode": graphics.get("type") if graphics is not None and graphics.get("type") in ("vnc", "spice") else "",
+        "started_mode": graphics.get("type")
+        if graphics is not None and graphics.get("type") in ("vnc", "spice")
+        else "",
     }
 
 

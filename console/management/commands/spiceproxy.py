@@ -18,7 +18,9 @@ class Command(BaseCommand):
     def handle(self, *args, listen, **options):
         host, port = listen_address_parse(listen)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.stdout.write(f"SPICE proxy on {host}:{port}; set SPICE_PROXY_URL=http://{host}:{port} for the portal")
+        self.stdout.write(
+            f"SPICE proxy on {host}:{port}; set SPICE_PROXY_URL=http://{host}:{port} for the portal"
+        )
         try:
             asyncio.run(serve(host, port))
         except KeyboardInterrupt:
