@@ -103,7 +103,7 @@ class ConsoleLink(asyncio.BufferedProtocol):
         size = len(self._buffer)
         data = bytes(self._buffer[: self._filled])
         if self._filled == size and size < READ_SIZE:
-            self._buffer = memoryview(bytearray(size * 4))
+            self._buffer = memoryview(bytearray(min(size * 4, READ_SIZE)))
         elif self._filled <= MIN_READ_SIZE // 2 and size > MIN_READ_SIZE:
             self._buffer = memoryview(bytearray(MIN_READ_SIZE))
         self._filled = 0
