@@ -93,7 +93,6 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
     "console",
@@ -101,7 +100,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -198,6 +196,5 @@ LOGGING = {
         "console": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
-# WhiteNoise serves static files inside the Daphne process straight from the app and
-# static/ folders, so no collectstatic step is needed for the embedded default.
-WHITENOISE_USE_FINDERS = True
+# Static files are served by portal/static.py, in front of Django, from the finders'
+# folders (or STATIC_ROOT when set): no collectstatic step for the embedded default.
