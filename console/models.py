@@ -68,7 +68,7 @@ class ConsoleModeChoice(models.TextChoices):
 
 
 URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s'\"<>]*$")
-ALL_INTERFACES = {"0.0.0.0", "::"}
+ALL_INTERFACES = {"0.0.0.0", "::"}  # refused as a listen address unless the host says so
 
 
 def validate_libvirt_uri(value: str) -> None:
