@@ -17,7 +17,7 @@ import socket
 CONNECT_TIMEOUT = 5.0
 MIN_READ_SIZE = 16 * 1024
 READ_SIZE = 128 * 1024  # measured best of 64, 128, 256 and 512 KiB on both servers
-# Above this much unsent data towards the console, writers wait for the socket to drain.
+# Above this much unsent data towards the console, the relay waits for the socket to drain.
 WRITE_HIGH_WATER = 1 << 20
 
 
@@ -49,6 +49,7 @@ class ConsoleLink(asyncio.BufferedProtocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Console traffic is small interactive messages: never wait to coalesce them.
