@@ -93,7 +93,8 @@ export async function consolePage(client) {
     client.focus();
   });
   document.getElementById("reconnect").addEventListener("click", async () => {
-    client.disconnect();
+    setStatus("connecting", "Closing the old connection…");
+    await client.disconnect();
     setStatus("connecting", "Getting a fresh ticket…");
     try {
       ticket = await freshTicket();

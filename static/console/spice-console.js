@@ -2,6 +2,28 @@
 import * as SpiceHtml5 from "../spice-html5/main.js";
 import { consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
 
+// spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
+// the playback channel where the cursor channel should be, and so never closes the cursor's).
+// A socket left open keeps the old SPICE client alive in QEMU, which then drops the new one.
+// So every socket is tracked, and Reconnect waits until the old ones are closed.
+const openSockets = new Set();
+window.WebSocket = class TrackedWebSocket extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    openSockets.add(this);
+    this.addEventListener("close", () => openSockets.delete(this));
+  }
+};
+
+function allClosed(timeout = 2000) {
+  const pending = [...openSockets].map((socket) => new Promise((resolve) => {
+    if (socket.readyState === WebSocket.CLOSED) resolve();
+    socket.addEventListener("close", resolve);
+    socket.close();
+  }));
+  return Promise.race([Promise.all(pending), new Promise((resolve) => setTimeout(resolve, timeout))]);
+}
+
 const screen = document.getElementById("spice-screen");
 const screenArea = document.getElementById("screen-area");
 let connection = null;
@@ -42,13 +64,14 @@ const client = {
       if (current === connection && current.state !== "closing") disconnected(event.code);
     });
   },
-  disconnect() {
+  async disconnect() {
     const old = connection;
     connection = null;
     if (old) {
       old.state = "closing";
       old.stop();
     }
+    await allClosed();
   },
   sendCtrlAltDel() {
     if (connection) SpiceHtml5.sendCtrlAltDel(connection);
