@@ -7,7 +7,6 @@ of its logs.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qs, urlsplit
 
 from django.db import connections
@@ -16,8 +15,7 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 from console.models import ConsoleSession
 from console.sessions import console_session_end, console_session_start
 from console.tickets import TicketRefused, console_ticket_admit
-
-_TOKEN = re.compile(r"([?&])token=[^&\s'\"]*")
+from portal.logsafety import redact_tokens
 
 
 class TicketTokens:
@@ -85,7 +83,7 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
 
     def log_message(self, format, *args):
         # websockify logs every request's path, and the path carries the ticket.
-        super().log_message("%s", _TOKEN.sub(r"\1token=[redacted]", format % args))
+        super().log_message("%s", redact_tokens(format % args))
 
 
 def websockify_proxy(host: str, port: int, *, verbose: bool = False) -> WebSocketProxy:

@@ -11,7 +11,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from console.routing import websocket_urlpatterns  # noqa: E402
+from portal.logsafety import redact_tokens_in  # noqa: E402
 from portal.static import with_static_files  # noqa: E402
+
+# uvicorn logs WebSocket targets with their query string, which carries the console ticket.
+redact_tokens_in("uvicorn.error", "uvicorn.access")
 
 # The console consumer checks the Origin and the session cookie itself: a foreign page gets a
 # close code that says so rather than a bare failed handshake, and no session middleware

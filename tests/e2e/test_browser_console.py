@@ -87,5 +87,10 @@ def test_reconnect_gets_a_fresh_ticket(page, portal):
 
 @pytest.mark.parametrize("mode", ["spice", "vnc"])
 def test_console_on_uvicorn(page, uvicorn_portal, mode):
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     start_vm_in_mode(page, uvicorn_portal, mode)
     open_console_and_press_escape(page, uvicorn_portal, mode)
+    log = (ARTIFACTS / "uvicorn.log").read_text()
+    assert "token=[redacted]" in log  # uvicorn logs WebSocket targets with their query string
+    assert sockets and not any(url.split("token=")[1] in log for url in sockets)
