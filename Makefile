@@ -18,7 +18,7 @@ run: setup
 ifeq ($(SERVER),uvicorn)
 	@exec .venv/bin/uvicorn --host 127.0.0.1 --port $(PORT) portal.asgi:application
 else
-	@exec .venv/bin/daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
+	@exec $(PY) -m portal.daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
 endif
 
 test: setup-test

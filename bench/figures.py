@@ -18,7 +18,7 @@ ONE_MBIT = 1_000_000
 
 
 async def _open(path: Path, world: World, command: bytes):
-    token = world.ticket_tokens(1)[0] if path.ws_path else None
+    token = world.ticket_tokens(1, path)[0] if path.ws_path else None
     conn = await path.connect(token)
     await conn.read(GREETING)
     conn.send(command)
@@ -95,7 +95,7 @@ class Load:
     """N background sessions streaming 1 Mbit/s each, from a process of their own."""
 
     def __init__(self, path: Path, world: World, sessions: int) -> None:
-        tokens = world.ticket_tokens(sessions) if path.ws_path else [None] * sessions
+        tokens = world.ticket_tokens(sessions, path) if path.ws_path else [None] * sessions
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.load"],
             cwd=ROOT,
@@ -143,7 +143,7 @@ async def setup_time(path: Path, world: World, count: int) -> dict:
     times = []
     for _ in range(count):
         t0 = time.perf_counter()
-        token = world.ticket_tokens(1)[0] if path.ws_path else None
+        token = world.ticket_tokens(1, path)[0] if path.ws_path else None
         conn = await path.connect(token)
         await conn.read(1)
         times.append(time.perf_counter() - t0)
@@ -156,7 +156,7 @@ async def idle_memory(path: Path, world: World, sessions: int) -> dict:
     """Growth of the proxy's memory (PSS) per idle session, over `sessions` of them."""
     if path.process is None:
         return {"idle_kib_per_session": None}
-    tokens = world.ticket_tokens(sessions)
+    tokens = world.ticket_tokens(sessions, path)
     await asyncio.sleep(0.5)
     before = path.memory()
     limit = asyncio.Semaphore(20)

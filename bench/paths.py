@@ -19,6 +19,7 @@ class Path:
     process: object | None  # the proxy's root process
     origin: str = ""
     cookie: str = ""
+    ticket_kind: str = "browser"
 
     async def connect(self, token: str | None = None) -> Conn:
         path = None if self.ws_path is None else self.ws_path.format(token=token)
@@ -71,7 +72,16 @@ def paths_start(world: World) -> list[Path]:
     daphne = world.spawn(
         "daphne",
         # Exactly as `make run` serves the portal.
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(daphne_port), "portal.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "portal.daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(daphne_port),
+            "portal.asgi:application",
+        ],
         daphne_port,
     )
     origin = f"http://127.0.0.1:{daphne_port}"
@@ -84,7 +94,8 @@ def paths_start(world: World) -> list[Path]:
     )
     return [
         raw,
-        Path("websockify", ws_port, "/?token={token}", websockify),
+        # Pages of the portal at `origin` connecting through websockify, as with CONSOLE_PROXY_URL.
+        Path("websockify", ws_port, "/?token={token}", websockify, origin=origin, ticket_kind="websockify"),
         Path(
             "Channels on Daphne",
             daphne_port,

@@ -10,12 +10,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def daphne_argv(port: int) -> list[str]:
+    """Daphne exactly as `make run` starts it (with the portal's backpressure, portal/daphne.py)."""
+    return [
+        sys.executable,
+        "-m",
+        "portal.daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "portal.asgi:application",
+    ]
 
 
 def free_port() -> int:
@@ -48,6 +63,10 @@ def django_env() -> dict:
         "LOG_LEVEL": "WARNING",
         "CONSOLE_PROXY_URL": "",
         "SPICE_PROXY_URL": "",
+        # A benchmark of the proxies, not of the portal's policy: one user holds every session.
+        "CONSOLE_MAX_CONSOLES_PER_USER": "0",
+        "CONSOLE_TICKETS_PER_MINUTE_PER_VM": "0",
+        "CONSOLE_TICKETS_PER_MINUTE": "0",
     }
 
 
@@ -59,6 +78,8 @@ class World:
     vm_id: int
     cookie: str
     processes: list
+    domain_id: int = 0
+    auth_hash: str = ""
 
     def spawn(self, name: str, argv: list[str], port: int) -> subprocess.Popen:
         log = open(Path(tempfile.gettempdir()) / f"console-bench-{name}.log", "w")
@@ -69,8 +90,9 @@ class World:
         wait_for_port(port, process, name)
         return process
 
-    def ticket_tokens(self, count: int, *, max_connections: int = 1, seconds: int = 600) -> list[str]:
-        """Tickets for the VM whose console is the backend, made as the portal makes them."""
+    def ticket_tokens(self, count: int, path, *, max_connections: int = 1, seconds: int = 600) -> list[str]:
+        """Tickets for the VM whose console is the backend, made as the portal makes them for
+        `path` (its kind of proxy and the page origin that connects)."""
         from django.utils import timezone
 
         from console.models import ConsoleTicket
@@ -83,6 +105,10 @@ class World:
                 token_hash=token_hash(token),
                 user_id=self.user_id,
                 vm_id=self.vm_id,
+                kind=path.ticket_kind,
+                origin=path.origin,
+                auth_hash=self.auth_hash,
+                domain_id=self.domain_id,
                 protocol="vnc",
                 address="127.0.0.1",
                 port=self.backend_port,
@@ -118,13 +144,21 @@ def world_create() -> World:
     from console.models import Host, VirtualMachine
 
     call_command("migrate", verbosity=0)
+    from console.hypervisor import hypervisor_for
+    from console.tickets import auth_hash
+
     user = get_user_model().objects.create_user("bench", password=secrets.token_hex(16))
-    host = Host.objects.create(name="bench", uri="test:///default")
+    # libvirt's test driver with a running domain "bench-vm": tickets are checked against it.
+    host = Host.objects.create(name="bench", uri=f"test://{ROOT / 'tests' / 'fixtures' / 'testnode.xml'}")
     vm = VirtualMachine.objects.create(name="bench-vm", owner=user, host=host)
     client = Client()
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
     world = World(env, free_port(), user.pk, vm.pk, cookie, [])
+    # world_create runs on the harness's event loop; libvirt calls go to a thread.
+    with ThreadPoolExecutor(1) as pool:
+        world.domain_id = pool.submit(hypervisor_for(host.uri).domain_id, vm.name).result()
+    world.auth_hash = auth_hash(user)
     world.spawn(
         "backend", [sys.executable, "-m", "bench.backend", str(world.backend_port)], world.backend_port
     )

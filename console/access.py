@@ -12,8 +12,9 @@ from console.models import VirtualMachine
 
 
 def vm_may_use(user, vm: VirtualMachine) -> bool:
-    """Whether `user` may operate `vm` and open its console: its owner, or staff."""
-    return VirtualMachine.objects.visible_to(user).filter(pk=vm.pk).exists()
+    """Whether `user` may operate `vm` and open its console: its owner, or staff (both as
+    loaded: callers that check a right again later load the rows again)."""
+    return vm.usable_by(user)
 
 
 def vm_get_for_user(*, user, vm_id: int) -> VirtualMachine:

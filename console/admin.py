@@ -104,7 +104,7 @@ class GlobalConfigValueAdmin(admin.ModelAdmin):
         if obj.key == CONSOLE_MODE and old != new:
             _tell_restart_needed(self, request)
 
-    @admin.action(description="Reset the selected settings to their defaults")
+    @admin.action(description="Reset the selected settings to their defaults", permissions=["change"])
     def reset_to_default(self, request, queryset):
         changed_mode = False
         for row in queryset:

@@ -1,8 +1,11 @@
 """The browser console proxy: a WebSocket at /ws/console/<vm id>/?token=<ticket> relayed to the VM.
 
-Checks, in order: the Origin is one of ours, the user is logged in, the ticket is theirs, for
-this VM, unexpired and not used up. A refused socket is accepted only to be closed with the
-refusal's code (see `tickets.Refusal`), and no byte is relayed.
+Checks, in order: the Origin is this portal's own (scheme, host and port), the user is logged
+in, the ticket is theirs, for this path, this VM and the domain instance now running,
+unexpired and not used up, and the right it was issued on still holds. A refused socket is
+accepted only to be closed with the refusal's code (see `tickets.Refusal`), and no byte is
+relayed. While the console stays open, `console.guard` checks that right again every few
+seconds and ends the console with the refusal's code when it is gone.
 
 It is a plain ASGI application with consumer-style lifecycle methods rather than a Channels
 `AsyncWebsocketConsumer`: the generic consumer spends a thread-pool round trip
@@ -18,16 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from importlib import import_module
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
-from django.http.request import split_domain_port, validate_host
 
-from console.models import ConsoleSession
+from console.guard import session_guard
+from console.models import ConsoleSession, ConsoleTicket
+from console.origins import websocket_origin_allowed
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
 from console.tickets import Refusal, TicketRefused, console_ticket_admit
@@ -36,16 +40,6 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNREACHABLE = 4010  # the VM's console does not accept connections
 CLOSE_CONSOLE_ENDED = 4011  # the VM closed the console (shut down, restarted)
-
-
-def origin_allowed(headers: list[tuple[bytes, bytes]]) -> bool:
-    """The Origin header names one of ALLOWED_HOSTS (browsers always send it)."""
-    origin = dict(headers).get(b"origin", b"").decode("latin-1")
-    host = urlsplit(origin).netloc
-    if not host:
-        return False
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
 
 
 def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
@@ -59,12 +53,14 @@ def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
     return get_user(request)
 
 
-def _admit(*, headers, token: str, vm_id: int):
+def _admit(*, headers, token: str, vm_id: int, origin: str):
     """Who is asking and whether their ticket admits them, in one trip to the database."""
     user = user_from_session_cookie(headers)
     if not user.is_authenticated:
         raise TicketRefused(Refusal.NOT_LOGGED_IN)
-    return console_ticket_admit(token=token, user=user, vm_id=vm_id)
+    return console_ticket_admit(
+        token=token, kind=ConsoleTicket.Kind.BROWSER, origin=origin, user=user, vm_id=vm_id
+    )
 
 
 class ConsoleProxyConsumer:
@@ -75,6 +71,7 @@ class ConsoleProxyConsumer:
         self.link: ConsoleLink | None = None
         self.session_id: int | None = None
         self.end_reason = "client closed"
+        self.ended: Refusal | None = None
         offered = scope.get("subprotocols") or ()
         self.subprotocol = "binary" if "binary" in offered else None
 
@@ -115,6 +112,7 @@ class ConsoleProxyConsumer:
             ticket=ticket, via=ConsoleSession.Via.CHANNELS, client_address=client[0]
         )
         self.session_id = session.pk
+        session_guard().watch(session.pk, ticket.pk, self._right_gone)
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         return True
 
@@ -139,6 +137,7 @@ class ConsoleProxyConsumer:
         if self.link is not None:
             await self.link.close()
         if self.session_id is not None:
+            session_guard().forget(self.session_id)
             await database_sync_to_async(console_session_end)(
                 session_id=self.session_id,
                 bytes_to_client=self.link.bytes_to_client,
@@ -149,12 +148,19 @@ class ConsoleProxyConsumer:
 
     async def _admit(self):
         headers = self.scope.get("headers", [])
-        if not origin_allowed(headers):
+        origin = websocket_origin_allowed(self.scope)
+        if origin is None:
             raise TicketRefused(Refusal.FOREIGN_ORIGIN)
         token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
         return await database_sync_to_async(_admit)(
-            headers=headers, token=token, vm_id=self.scope["url_route"]["kwargs"]["vm_id"]
+            headers=headers, token=token, vm_id=self.scope["url_route"]["kwargs"]["vm_id"], origin=origin
         )
+
+    async def _right_gone(self, refusal: Refusal) -> None:
+        """The guard found the user's right to this console gone: end it, saying why."""
+        self.ended = refusal
+        if self.link is not None:
+            await self.link.close()  # the pump then closes the WebSocket with the refusal's code
 
     async def _refuse(self, code: int, reason: str) -> None:
         # Accepted only so the client learns why; nothing is relayed.
@@ -172,4 +178,7 @@ class ConsoleProxyConsumer:
             await send({"type": "websocket.send", "bytes": data})
 
         self.end_reason = await self.link.pump_to(to_client)
-        await send({"type": "websocket.close", "code": CLOSE_CONSOLE_ENDED, "reason": self.end_reason})
+        code = CLOSE_CONSOLE_ENDED
+        if self.ended is not None:
+            code, self.end_reason = self.ended.value, self.ended.message
+        await send({"type": "websocket.close", "code": code, "reason": self.end_reason})

@@ -154,6 +154,18 @@ class Hypervisor:
         except DomainNotFound:
             return MISSING
 
+    def domain_id(self, name: str) -> int | None:
+        """The running domain's ID (a new one on every start), or None when it is not running."""
+
+        def read(conn: libvirt.virConnect) -> int | None:
+            dom = self._domain(conn, name)
+            return dom.ID() if dom.isActive() else None
+
+        try:
+            return self._call(read, name)
+        except DomainNotFound:
+            return None
+
     def xml(self, name: str, *, secure: bool = False, inactive: bool = False) -> str:
         """A domain's XML: the live one, or the persistent one with inactive=True."""
         flags = (libvirt.VIR_DOMAIN_XML_SECURE if secure else 0) | (

@@ -67,15 +67,35 @@ class ConsoleModeChoice(models.TextChoices):
     SPICE = "spice", "SPICE"
 
 
-URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^\s'\"<>]*$")
-ALL_INTERFACES = {"0.0.0.0", "::"}  # refused as a listen address unless the host says so
+# Only QEMU, locally or over libvirt's standard remote transports; the portal adds any
+# parameters itself (key file, known_hosts), so a URI never carries them: a `command=` or
+# `socket=` parameter would run or open whatever it names on the portal's machine.
+URI_RE = re.compile(
+    r"^qemu(?:\+(?P<transport>ssh|libssh|tls))?://"
+    r"(?P<authority>(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?)?"
+    r"/(?:system|session)$"
+)
 
 
 def validate_libvirt_uri(value: str) -> None:
-    if not URI_RE.match(value):
+    match = URI_RE.match(value)
+    if not match or bool(match["transport"]) != bool(match["authority"]):
         raise ValidationError(
-            f"{value!r} is not a libvirt URI; examples: qemu:///system, qemu+ssh://host/system."
+            f"{value!r} is not a supported libvirt URI. Use qemu:///system for this machine, or "
+            "qemu+ssh://user@host/system, qemu+libssh://user@host/system or "
+            "qemu+tls://host/system for another, without parameters."
         )
+
+
+def listen_address_is_unspecified(value: str) -> bool:
+    """0.0.0.0, ::, or any spelling of them (::ffff:0.0.0.0, 0::0): every interface."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_unspecified
 
 
 def validate_client_address(value: str) -> None:
@@ -134,7 +154,7 @@ class Host(models.Model):
         return self.name
 
     def clean(self) -> None:
-        if self.console_listen_address in ALL_INTERFACES and not self.listen_on_all_interfaces:
+        if listen_address_is_unspecified(self.console_listen_address) and not self.listen_on_all_interfaces:
             raise ValidationError(
                 {
                     "console_listen_address": "Listening on every interface exposes consoles "
@@ -212,6 +232,12 @@ class VirtualMachine(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("console:vm-detail", args=[self.pk])
 
+    def usable_by(self, user) -> bool:
+        """The row-level form of `VirtualMachineQuerySet.visible_to`: owner or staff, active."""
+        if not user.is_authenticated or not user.is_active:
+            return False
+        return user.is_staff or self.owner_id == user.pk
+
     def effective_console_mode(self) -> str:
         """The mode a start would use now: the VM's override, or the global kvm.consoleMode."""
         if self.console_mode != ConsoleModeChoice.INHERIT:
@@ -244,13 +270,17 @@ class ConsoleTicket(models.Model):
     """
 
     class Kind(models.TextChoices):
-        BROWSER = "browser", "browser console"
-        VV = "vv", "virt-viewer file"
+        """The one path a ticket admits connections on: a ticket handed to a page is no bearer
+        token for the other proxies."""
+
+        BROWSER = "browser", "browser console (the portal's WebSocket proxy)"
+        WEBSOCKIFY = "websockify", "browser console through websockify"
+        VV = "vv", "virt-viewer file (the SPICE proxy)"
 
     token_hash = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE)
-    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.BROWSER)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BROWSER)
     protocol = models.CharField(max_length=8, choices=ConsoleMode.choices)
     address = models.CharField(max_length=253)
     port = models.PositiveIntegerField()
@@ -259,9 +289,27 @@ class ConsoleTicket(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     max_connections = models.PositiveSmallIntegerField()
     connections = models.PositiveSmallIntegerField(default=0)
+    # What the right to this console rests on, checked at admission and while it stays open.
+    origin = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The page origin that asked for it; WebSockets must come from it.",
+    )
+    session_key = models.CharField(
+        max_length=40, blank=True, help_text="The login session that asked for it; logging out ends it."
+    )
+    auth_hash = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the user's session hash: a new password ends it."
+    )
+    domain_id = models.IntegerField(
+        null=True, help_text="The libvirt ID of the running domain: a restarted VM gets another."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"], name="ticket_user_created")]
 
     def __str__(self) -> str:
         return f"{self.kind} ticket for {self.vm} ({self.user})"
@@ -287,9 +335,14 @@ class ConsoleSession(models.Model):
     bytes_to_client = models.BigIntegerField(default=0)
     bytes_from_client = models.BigIntegerField(default=0)
     end_reason = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=128, blank=True, help_text="host:pid of the process relaying it.")
+    seen_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last heartbeat of the relaying process, every few seconds."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["user", "ended_at"], name="session_user_open")]
 
     def __str__(self) -> str:
         return f"{self.via} {self.protocol} session on {self.vm} by {self.user}"

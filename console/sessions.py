@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterable
+
 from django.db.models import F
 from django.utils import timezone
 
 from console.models import ConsoleSession, ConsoleTicket
 
 
+def _worker() -> str:
+    # websockify forks a process per connection: the name is read when a session starts.
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def console_session_start(*, ticket: ConsoleTicket, via: str, client_address: str | None) -> ConsoleSession:
+    now = timezone.now()
     return ConsoleSession.objects.create(
         user_id=ticket.user_id,
         vm_id=ticket.vm_id,
@@ -16,6 +26,15 @@ def console_session_start(*, ticket: ConsoleTicket, via: str, client_address: st
         via=via,
         protocol=ticket.protocol,
         client_address=client_address or None,
+        worker=_worker(),
+        seen_at=now,
+    )
+
+
+def console_sessions_heartbeat(session_ids: Iterable[int]) -> None:
+    """The relaying process is alive and these sessions are open."""
+    ConsoleSession.objects.filter(pk__in=list(session_ids), ended_at__isnull=True).update(
+        seen_at=timezone.now()
     )
 
 

@@ -11,11 +11,13 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from console.models import ConsoleSession
+from console.guard import session_guard
+from console.models import ConsoleSession, ConsoleTicket
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
-from console.tickets import TicketRefused, console_ticket_admit
+from console.tickets import Refusal, TicketRefused, console_ticket_admit
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,28 @@ def _parse_connect(head: bytes) -> tuple[str, int] | str:
     if method != "CONNECT":
         return "405 Method Not Allowed"
     token, _, port = target.rpartition(":")
-    if not token or not port.isdigit() or not 0 < int(port) < 65536:
+    # isdigit() admits other scripts' digits and superscripts; a port is ASCII digits.
+    if not token or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         return "400 Bad Request"
     return token, int(port)
 
 
+_slots: asyncio.Semaphore | None = None
+
+
 async def handle_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    global _slots
+    if _slots is None:
+        _slots = asyncio.Semaphore(settings.PROXY_MAX_CONNECTIONS)
+    if _slots.locked():
+        await _respond(writer, "503 Service Unavailable", "The proxy is at its connection limit; try later.")
+        writer.close()
+        return
+    async with _slots:
+        await _handle_client(reader, writer)
+
+
+async def _handle_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     peer = (writer.get_extra_info("peername") or ("?",))[0]
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
@@ -76,13 +94,13 @@ async def _serve(head: bytes, reader: asyncio.StreamReader, writer: asyncio.Stre
         return
     token, port = parsed
     try:
-        ticket = await database_sync_to_async(console_ticket_admit)(token=token)
+        ticket = await database_sync_to_async(console_ticket_admit)(
+            token=token, kind=ConsoleTicket.Kind.VV, port=port
+        )
     except TicketRefused as refused:
         logger.info("refused CONNECT from %s: %s", peer, refused.refusal.message)
-        await _respond(writer, "403 Forbidden", f"Refused: {refused.refusal.message}.")
-        return
-    if port not in (ticket.port, ticket.tls_port):
-        await _respond(writer, "403 Forbidden", "Refused: that port is not the ticket's console.")
+        status = "503 Service Unavailable" if refused.refusal is Refusal.HOST_DOWN else "403 Forbidden"
+        await _respond(writer, status, f"Refused: {refused.refusal.message}.")
         return
     try:
         link = await ConsoleLink.open(ticket.address, port)
@@ -94,7 +112,20 @@ async def _serve(head: bytes, reader: asyncio.StreamReader, writer: asyncio.Stre
         ticket=ticket, via=ConsoleSession.Via.SPICE_PROXY, client_address=peer
     )
     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-    reason = await _relay(reader, writer, link)
+    ended: list[Refusal] = []
+
+    async def right_gone(refusal: Refusal) -> None:
+        ended.append(refusal)
+        await link.close()
+        writer.close()
+
+    session_guard().watch(session.pk, ticket.pk, right_gone)
+    try:
+        reason = await _relay(reader, writer, link)
+    finally:
+        session_guard().forget(session.pk)
+    if ended:
+        reason = ended[0].message
     await link.close()
     await database_sync_to_async(console_session_end)(
         session_id=session.pk,

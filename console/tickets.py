@@ -1,10 +1,17 @@
-"""Console tickets: issue one (and open the VM's console password for it), and admit connections.
+"""Console tickets: issue one (and open the VM's console password for it), admit connections,
+and check, for as long as a console stays open, that the right it was issued on still holds.
 
 A ticket is a random token (192 bits, hex, so it can also stand as a host name in a .vv
-file's proxy CONNECT) that only the client sees; the database keeps its
-SHA-256. Issuing one reads the console endpoint from the running domain's live XML and sets a
-fresh graphics password on the domain that expires with the ticket, so even someone who can
-reach the console port on the host cannot connect without one.
+file's proxy CONNECT) that only the client sees; the database keeps its SHA-256. Issuing one
+reads the console endpoint from the running domain's live XML and sets a fresh graphics
+password on the domain that expires with the ticket, so even someone who can reach the
+console port on the host cannot connect without one.
+
+A ticket admits connections on one path only (its kind), from the page origin that asked for
+it, to the domain instance that was running when it was issued. The right behind it — the
+login session that asked, the user's password, the account being active, the VM being theirs —
+is checked again at every admission and, by `console.guard`, every few seconds while the
+console stays open.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib import import_module
 
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.db.models import F
 from django.utils import timezone
 
@@ -26,19 +36,34 @@ from console.domainxml import (
     graphics_password_new,
     graphics_password_xml,
 )
-from console.hypervisor import ACTIVE_STATES, DomainNotFound, DomainNotRunning, hypervisor_for
-from console.models import ConsoleTicket, VirtualMachine
+from console.hypervisor import (
+    ACTIVE_STATES,
+    DomainNotFound,
+    DomainNotRunning,
+    HypervisorUnavailable,
+    hypervisor_for,
+)
+from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
 
 # Expired tickets are kept this long (sessions refer to them), then deleted.
 TICKET_RETENTION = timedelta(days=1)
+RATE_WINDOW = timedelta(seconds=60)
 
 
 class ConsoleUnavailable(Exception):
     """The VM has no console to open now (not running, or no graphics device); says why."""
 
 
+class RateLimited(Exception):
+    """Too many tickets asked for in a short time; `retry_after` says when to try again (s)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Refusal(enum.Enum):
-    """Why a connection was refused; the value is the WebSocket close code the proxy uses."""
+    """Why a connection was refused or ended; the value is the WebSocket close code."""
 
     FOREIGN_ORIGIN = 4001
     NOT_LOGGED_IN = 4002
@@ -48,6 +73,13 @@ class Refusal(enum.Enum):
     OTHER_USER = 4006
     OTHER_VM = 4007
     FORBIDDEN = 4008
+    LOGGED_OUT = 4009
+    WRONG_PATH = 4012
+    VM_RESTARTED = 4013
+    TOO_MANY_CONSOLES = 4014
+    HOST_DOWN = 4015
+    PASSWORD_CHANGED = 4016
+    DEACTIVATED = 4017
 
     @property
     def message(self) -> str:
@@ -63,6 +95,13 @@ _REFUSAL_MESSAGES = {
     Refusal.OTHER_USER: "the console ticket belongs to another user",
     Refusal.OTHER_VM: "the console ticket is for another VM",
     Refusal.FORBIDDEN: "you may no longer use this VM",
+    Refusal.LOGGED_OUT: "you logged out (or your login expired)",
+    Refusal.WRONG_PATH: "the console ticket was issued for another console proxy",
+    Refusal.VM_RESTARTED: "the VM stopped or restarted since the ticket was issued",
+    Refusal.TOO_MANY_CONSOLES: "you have too many consoles open",
+    Refusal.HOST_DOWN: "the VM's host does not answer",
+    Refusal.PASSWORD_CHANGED: "your password was changed",
+    Refusal.DEACTIVATED: "your account was deactivated",
 }
 
 
@@ -87,6 +126,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def auth_hash(user) -> str:
+    """A digest of the user's session hash, which changes with their password."""
+    return hashlib.sha256(user.get_session_auth_hash().encode()).hexdigest()
+
+
 def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
     """The running VM's console endpoint and live XML, or ConsoleUnavailable."""
     hypervisor = hypervisor_for(vm.host.uri)
@@ -103,22 +147,50 @@ def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
     return endpoint, live_xml
 
 
+def _rate_check(user, vm: VirtualMachine, now: datetime) -> None:
+    """Each ticket rotates the VM's graphics password: refuse floods, per user and VM and per user."""
+    since = now - RATE_WINDOW
+    recent = ConsoleTicket.objects.filter(user=user, created_at__gte=since)
+    for rows, limit, what in (
+        (recent.filter(vm=vm), settings.CONSOLE_TICKETS_PER_MINUTE_PER_VM, f"for {vm.name}"),
+        (recent, settings.CONSOLE_TICKETS_PER_MINUTE, "in all"),
+    ):
+        if limit <= 0:
+            continue
+        times = list(rows.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+        if len(times) >= limit:
+            retry_after = max(1, int((times[-1] + RATE_WINDOW - now).total_seconds()) + 1)
+            raise RateLimited(
+                f"Too many consoles opened {what} in the last minute ({limit} allowed); "
+                f"try again in {retry_after} s.",
+                retry_after,
+            )
+
+
 def console_ticket_issue(
     *,
     user,
     vm: VirtualMachine,
     kind: str = ConsoleTicket.Kind.BROWSER,
+    origin: str = "",
+    session_key: str = "",
     seconds: int | None = None,
     max_connections: int | None = None,
 ) -> IssuedTicket:
-    """Issue a ticket for `user` to `vm`'s console and open the console's password for it."""
+    """Issue a ticket for `user` to `vm`'s console and open the console's password for it.
+
+    `origin` is the page that will connect (browser kinds); `session_key` the login session
+    whose end ends the ticket's consoles.
+    """
     if not vm_may_use(user, vm):
         raise PermissionError(f"{user} may not use {vm}")
     if seconds is None:
         seconds = settings.CONSOLE_TICKET_SECONDS
+    now = timezone.now()
+    _rate_check(user, vm, now)
     endpoint, live_xml = console_endpoint(vm)
     hypervisor = hypervisor_for(vm.host.uri)
-    now = timezone.now()
+    domain_id = hypervisor.domain_id(vm.name)
     expires_at = now + timedelta(seconds=seconds)
     password = graphics_password_new(endpoint.type)
     try:
@@ -142,15 +214,85 @@ def console_ticket_issue(
         tls_port=endpoint.tls_port,
         expires_at=expires_at,
         max_connections=max_connections or settings.CONSOLE_TICKET_MAX_CONNECTIONS,
+        origin=origin,
+        session_key=session_key or "",
+        auth_hash=auth_hash(user),
+        domain_id=domain_id,
     )
     return IssuedTicket(token, password, endpoint.type, expires_at, ticket)
 
 
-def console_ticket_admit(*, token: str, user=None, vm_id: int | None = None) -> ConsoleTicket:
+def console_tickets_revoke(*, vm: VirtualMachine, reason: str) -> int:
+    """Revoke the VM's unexpired tickets (it stopped or restarted); returns how many."""
+    now = timezone.now()
+    return ConsoleTicket.objects.filter(vm=vm, expires_at__gt=now, revoked_at__isnull=True).update(
+        revoked_at=now, revoked_reason=reason[:64]
+    )
+
+
+def _session_users(session_keys: Iterable[str]) -> dict[str, str | None]:
+    """For each login session key: the id of the user logged in with it, or None once it ended."""
+    engine = import_module(settings.SESSION_ENGINE)
+    users = {}
+    for key in set(session_keys):
+        data = engine.SessionStore(key).load()  # {} when the session ended or expired
+        users[key] = str(data[SESSION_KEY]) if SESSION_KEY in data else None
+    return users
+
+
+def _right_refusal(ticket: ConsoleTicket, session_users: dict[str, str | None]) -> Refusal | None:
+    """Whether the right the ticket was issued on still holds (None) or why not."""
+    user = ticket.user
+    if not user.is_active:
+        return Refusal.DEACTIVATED
+    if ticket.auth_hash != auth_hash(user):
+        return Refusal.PASSWORD_CHANGED
+    if ticket.session_key and session_users.get(ticket.session_key) != str(user.pk):
+        return Refusal.LOGGED_OUT
+    if not vm_may_use(user, ticket.vm):
+        return Refusal.FORBIDDEN
+    if ticket.revoked_at is not None:
+        return Refusal.VM_RESTARTED
+    return None
+
+
+def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, Refusal | None]:
+    """For open consoles: each ticket's refusal, if its right no longer holds (in a few queries)."""
+    tickets = list(ConsoleTicket.objects.select_related("user", "vm").filter(pk__in=set(ticket_ids)))
+    session_users = _session_users(t.session_key for t in tickets if t.session_key)
+    found = {ticket.pk: _right_refusal(ticket, session_users) for ticket in tickets}
+    # A ticket deleted under an open console (its VM or user deleted) ends it too.
+    return {pk: found.get(pk, Refusal.FORBIDDEN) for pk in set(ticket_ids)}
+
+
+def _open_consoles(user_id: int, *, besides: int) -> int:
+    """How many consoles (tickets with live sessions) the user has open, besides one ticket."""
+    fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
+    return (
+        ConsoleSession.objects.filter(user_id=user_id, ended_at__isnull=True, seen_at__gte=fresh)
+        .exclude(ticket_id=besides)
+        .values("ticket_id")
+        .distinct()
+        .count()
+    )
+
+
+def console_ticket_admit(
+    *,
+    token: str,
+    kind: str,
+    origin: str | None = None,
+    user=None,
+    vm_id: int | None = None,
+    port: int | None = None,
+) -> ConsoleTicket:
     """Count one connection on a ticket, or raise TicketRefused saying why.
 
-    `user` and `vm_id`, when given, must be the ticket's (the browser proxy knows both; the
-    standalone proxies know only the token). Refused connections use up nothing.
+    `kind` is the path asking (a ticket admits on its own path only); `origin`, when given,
+    must be the page origin the ticket was issued to; `user` and `vm_id` must be the
+    ticket's (the browser proxy knows both; the standalone proxies know only the token);
+    `port` must be one of the ticket's console ports (the SPICE proxy's CONNECT).
+    Refused connections use up nothing.
     """
     ticket = (
         ConsoleTicket.objects.select_related("vm__host", "user").filter(token_hash=token_hash(token)).first()
@@ -159,15 +301,34 @@ def console_ticket_admit(*, token: str, user=None, vm_id: int | None = None) -> 
     )
     if ticket is None:
         raise TicketRefused(Refusal.UNKNOWN_TICKET)
+    if ticket.kind != kind:
+        raise TicketRefused(Refusal.WRONG_PATH)
+    if origin is not None and ticket.origin and origin != ticket.origin:
+        raise TicketRefused(Refusal.FOREIGN_ORIGIN)
     if user is not None and ticket.user_id != user.pk:
         raise TicketRefused(Refusal.OTHER_USER)
     if vm_id is not None and ticket.vm_id != vm_id:
         raise TicketRefused(Refusal.OTHER_VM)
-    if not vm_may_use(ticket.user, ticket.vm):
-        raise TicketRefused(Refusal.FORBIDDEN)
+    if port is not None and port not in (ticket.port, ticket.tls_port):
+        raise TicketRefused(Refusal.OTHER_VM)
     now = timezone.now()
     if ticket.expires_at <= now:
         raise TicketRefused(Refusal.EXPIRED)
+    session_users = _session_users([ticket.session_key] if ticket.session_key else [])
+    refusal = _right_refusal(ticket, session_users)
+    if refusal is not None:
+        raise TicketRefused(refusal)
+    limit = settings.CONSOLE_MAX_CONSOLES_PER_USER
+    if limit > 0 and _open_consoles(ticket.user_id, besides=ticket.pk) >= limit:
+        raise TicketRefused(Refusal.TOO_MANY_CONSOLES)
+    # The domain that answers now must be the one the ticket was issued for: a VM restarted
+    # since may listen on the same port, and the ticket must not open its new console.
+    try:
+        live_id = hypervisor_for(ticket.vm.host.uri).domain_id(ticket.vm.name)
+    except HypervisorUnavailable:
+        raise TicketRefused(Refusal.HOST_DOWN) from None
+    if live_id is None or live_id != ticket.domain_id:
+        raise TicketRefused(Refusal.VM_RESTARTED)
     # One conditional UPDATE, so concurrent connections cannot exceed the cap.
     admitted = ConsoleTicket.objects.filter(
         pk=ticket.pk, expires_at__gt=now, connections__lt=F("max_connections")

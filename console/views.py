@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,9 +17,10 @@ from django.views.decorators.http import require_POST
 from console.access import vm_get_for_user
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
+from console.origins import request_origin
 from console.preload import module_graph
 from console.sessions import console_download_record
-from console.tickets import ConsoleUnavailable, console_endpoint, console_ticket_issue
+from console.tickets import ConsoleUnavailable, RateLimited, console_endpoint, console_ticket_issue
 from console.vms import (
     VmActionRefused,
     vm_poweroff,
@@ -28,6 +31,8 @@ from console.vms import (
     vm_statuses,
 )
 from console.vv import VvFile, vv_render
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
@@ -82,7 +87,10 @@ def vm_action(request, vm_id: str, action: str):
     except HypervisorUnavailable:
         raise
     except (HypervisorError, ValueError) as exc:
-        messages.error(request, f"Could not {action} {vm.name}: {exc}")
+        logger.warning("%s of %s failed: %s", action, vm.name, exc)
+        # libvirt's words can quote paths and configuration on the host: staff only.
+        detail = f": {exc}" if request.user.is_staff else "; an administrator can see why in the log"
+        messages.error(request, f"Could not {action} {vm.name}{detail}.")
     else:
         messages.success(request, done.format(vm=vm.name, result=(result or "").upper()))
     if request.POST.get("next") == "list":
@@ -135,12 +143,24 @@ def vm_console(request, vm_id: int):
 def vm_console_ticket(request, vm_id: int):
     """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
     try:
-        issued = console_ticket_issue(user=request.user, vm=vm)
+        issued = console_ticket_issue(
+            user=request.user,
+            vm=vm,
+            kind=kind,
+            origin=request_origin(request),
+            session_key=request.session.session_key,
+        )
     except ConsoleUnavailable as exc:
         return JsonResponse({"error": str(exc)}, status=409)
+    except RateLimited as exc:
+        response = JsonResponse({"error": str(exc), "retryAfter": exc.retry_after}, status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except HypervisorUnavailable as exc:
-        return JsonResponse({"error": f"{vm.host.name} does not answer: {exc}"}, status=503)
+        detail = f": {exc}" if request.user.is_staff else ""
+        return JsonResponse({"error": f"host {vm.host.name} does not answer{detail}"}, status=503)
     response = JsonResponse(_ticket_payload(vm, issued))
     add_never_cache_headers(response)
     return response
@@ -153,7 +173,10 @@ def vm_state(request, vm_id: int):
     try:
         state = vm_status(vm).state
     except HypervisorUnavailable as exc:
-        return JsonResponse({"state": "unknown", "error": str(exc)}, status=503)
+        detail = f": {exc}" if request.user.is_staff else ""
+        return JsonResponse(
+            {"state": "unknown", "error": f"host {vm.host.name} does not answer{detail}"}, status=503
+        )
     return JsonResponse({"state": state})
 
 
@@ -179,12 +202,17 @@ def vm_console_vv(request, vm_id: int):
             user=request.user,
             vm=vm,
             kind=ConsoleTicket.Kind.VV,
+            session_key=request.session.session_key,
             seconds=settings.VV_PASSWORD_SECONDS,
             max_connections=VV_MAX_CONNECTIONS,
         )
     except ConsoleUnavailable as exc:
         messages.error(request, str(exc))
         return redirect(vm)
+    except RateLimited as exc:
+        response = render(request, "console/rate_limited.html", {"vm": vm, "message": str(exc)}, status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
     text = vv_render(
         VvFile(

@@ -18,6 +18,7 @@ from console.hypervisor import (
     hypervisor_for,
 )
 from console.models import VirtualMachine, VmEvent
+from console.tickets import console_tickets_revoke
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def vm_poweroff(*, vm: VirtualMachine, user) -> None:
         hypervisor_for(vm.host.uri).destroy(vm.name)
     except (DomainNotRunning, DomainNotFound):
         raise VmActionRefused(f"{vm.name} is not running.") from None
+    console_tickets_revoke(vm=vm, reason="powered off")
     _record(vm, user, "poweroff")
 
 
@@ -146,4 +148,5 @@ def vm_reboot(*, vm: VirtualMachine, user) -> str:
         hypervisor.destroy(vm.name)
     except DomainNotRunning:
         pass  # it stopped by itself meanwhile; starting it is what was asked for
+    console_tickets_revoke(vm=vm, reason="restarted")
     return _start(vm, user, "reboot")

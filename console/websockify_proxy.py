@@ -1,32 +1,38 @@
 """websockify as a standalone console proxy, admitting only the portal's console tickets.
 
 Connections come to ws://HOST:PORT/?token=<ticket>; the ticket, never the client, names the
-target. There is no file serving (websockify's --web is never set), and tokens are kept out
-of its logs.
+target, and only tickets issued for this proxy to the page origin now connecting are admitted.
+There is no file serving (websockify's --web is never set), and tokens are kept out of its
+logs. Each connection is a process of its own; websockify's heartbeat (every
+CONSOLE_RECHECK_SECONDS) doubles as the check that the user's right to the console still holds.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from urllib.parse import parse_qs, urlsplit
 
+from django.conf import settings
 from django.db import connections
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
-from console.models import ConsoleSession
+from console.guard import recheck_one
+from console.models import ConsoleSession, ConsoleTicket
+from console.origins import origin_normalize
 from console.sessions import console_session_end, console_session_start
 from console.tickets import TicketRefused, console_ticket_admit
 from portal.logsafety import redact_tokens
+
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class TicketTokens:
     """websockify's token-plugin contract: token -> (host, port), or None."""
 
     def lookup(self, token: str) -> tuple[str, int] | None:
-        try:
-            ticket = console_ticket_admit(token=token)
-        except TicketRefused:
-            return None
-        return ticket.address, ticket.port
+        # Never reached: TicketProxyRequestHandler.get_target admits tickets itself, with the
+        # Origin; without one, nothing is admitted here.
+        return None
 
 
 class TicketProxyRequestHandler(ProxyRequestHandler):
@@ -41,17 +47,36 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
         # websockify forks a process per connection: never share the parent's DB connection.
         connections.close_all()
         token = parse_qs(urlsplit(self.path).query).get("token", [""])[0]
+        origin = origin_normalize(self.headers.get("Origin")) or ""
         try:
-            self.ticket = console_ticket_admit(token=token)
+            self.ticket = console_ticket_admit(token=token, kind=ConsoleTicket.Kind.WEBSOCKIFY, origin=origin)
         except TicketRefused as refused:
             # The token stays out of the message (websockify logs it).
             raise self.server.EClose(f"console ticket refused: {refused.refusal.message}") from None
         return self.ticket.address, self.ticket.port
 
     def new_websocket_client(self):
+        slots = self.server.connection_slots
+        if not slots.acquire(block=False):
+            raise self.CClose(CLOSE_TRY_AGAIN_LATER, "the console proxy is at its connection limit")
+        try:
+            self._relay_recorded()
+        finally:
+            slots.release()
+
+    def send_ping(self, data=b""):
+        """websockify's heartbeat: also the check that the user may still use this console."""
+        refusal = recheck_one(self.session_id, self.ticket.pk)
+        connections.close_all()
+        if refusal is not None:
+            raise self.CClose(refusal.value, refusal.message)
+        super().send_ping(data)
+
+    def _relay_recorded(self):
         session = console_session_start(
             ticket=self.ticket, via=ConsoleSession.Via.WEBSOCKIFY, client_address=self.client_address[0]
         )
+        self.session_id = session.pk
         # Each session is a process of its own: holding a database connection for its whole
         # life would run a database server out of connections with a few hundred sessions.
         connections.close_all()
@@ -89,11 +114,15 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
 def websockify_proxy(host: str, port: int, *, verbose: bool = False) -> WebSocketProxy:
     """A websockify server for console tickets, not yet started."""
     connections.close_all()
-    return WebSocketProxy(
+    proxy = WebSocketProxy(
         RequestHandlerClass=TicketProxyRequestHandler,
         listen_host=host,
         listen_port=port,
         token_plugin=TicketTokens(),
         web=None,  # never serve files
+        heartbeat=settings.CONSOLE_RECHECK_SECONDS,
         verbose=verbose,
     )
+    # Shared with the per-connection processes websockify forks.
+    proxy.connection_slots = multiprocessing.BoundedSemaphore(settings.PROXY_MAX_CONNECTIONS)
+    return proxy

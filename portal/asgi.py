@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from console.routing import websocket_urlpatterns  # noqa: E402
 from portal.logsafety import redact_tokens_in  # noqa: E402
+from portal.security import with_security_headers  # noqa: E402
 from portal.static import with_static_files  # noqa: E402
 
 # uvicorn logs WebSocket targets with their query string, which carries the console ticket.
@@ -22,7 +23,7 @@ redact_tokens_in("uvicorn.error", "uvicorn.access")
 # wraps each relayed message (see console/consumers.py).
 application = ProtocolTypeRouter(
     {
-        "http": with_static_files(django_asgi_app),
+        "http": with_security_headers(with_static_files(django_asgi_app)),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -50,16 +50,37 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def default_secret_key() -> str:
-    """A random key kept in var/, so a local run needs no configuration and sessions survive restarts."""
+    """A random key kept in var/, so a local run needs no configuration and sessions survive
+    restarts. Written to a temporary file and linked into place, so two processes starting
+    together agree on one key and neither reads a half-written file."""
     path = VAR_DIR / "secret_key"
     if not path.exists():
         from django.core.management.utils import get_random_secret_key
 
-        VAR_DIR.mkdir(exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        VAR_DIR.mkdir(mode=0o700, exist_ok=True)
+        temporary = VAR_DIR / f".secret_key.{os.getpid()}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(get_random_secret_key())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process won; use its key
+        finally:
+            temporary.unlink()
     return path.read_text().strip()
+
+
+def private_sqlite_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only (SQLite gives its -wal and -shm files
+    the same mode), and tighten an existing one: it holds sessions and password hashes."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.chmod(path + suffix, 0o600)
 
 
 def default_libvirt_uri() -> str:
@@ -79,6 +100,18 @@ DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "")
 # cursor, playback, record, ports, and a reconnect or two).
 CONSOLE_TICKET_SECONDS = env_int("CONSOLE_TICKET_SECONDS", 60)
 CONSOLE_TICKET_MAX_CONNECTIONS = env_int("CONSOLE_TICKET_MAX_CONNECTIONS", 16)
+# Each ticket rotates the VM's graphics password: at most this many per user and VM, and per
+# user, in any minute (0: no limit); more get HTTP 429 with a time to retry.
+CONSOLE_TICKETS_PER_MINUTE_PER_VM = env_int("CONSOLE_TICKETS_PER_MINUTE_PER_VM", 12)
+CONSOLE_TICKETS_PER_MINUTE = env_int("CONSOLE_TICKETS_PER_MINUTE", 60)
+# Consoles (tickets with open connections) one user may hold at once (0: no limit).
+CONSOLE_MAX_CONSOLES_PER_USER = env_int("CONSOLE_MAX_CONSOLES_PER_USER", 10)
+# How often an open console checks that its user still has the right to it (and records a
+# heartbeat): logging out, a new password, a deactivated account or a VM given to someone else
+# ends the console within about this many seconds.
+CONSOLE_RECHECK_SECONDS = env_int("CONSOLE_RECHECK_SECONDS", 2)
+# Connections one standalone proxy process (spiceproxy, consoleproxy) relays at once.
+PROXY_MAX_CONNECTIONS = env_int("PROXY_MAX_CONNECTIONS", 1000)
 # The graphics password of a .vv download stays valid this long.
 VV_PASSWORD_SECONDS = env_int("VV_PASSWORD_SECONDS", 120)
 # When set, console pages connect through this websockify proxy instead of /ws/console/.
@@ -133,6 +166,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    private_sqlite_file(str(DATABASES["default"]["NAME"]))
     # Several threads (Daphne's sync workers) and processes (standalone proxies) write here:
     # WAL lets readers go on while one writes, IMMEDIATE takes the write lock up front instead
     # of failing on upgrade, and a generous timeout waits for it.
@@ -171,7 +205,8 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-if env_bool("BEHIND_TLS_PROXY", False):
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

@@ -9,6 +9,8 @@ deployment collected them there), with ETag and Last-Modified revalidation.
 
 from __future__ import annotations
 
+import posixpath
+
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from starlette.exceptions import HTTPException
@@ -27,9 +29,27 @@ def static_directories() -> list[str]:
     return directories
 
 
+# What the pages load; nothing else is served (no HTML page of a third-party client, no
+# source map, no dot-file).
+SERVED_EXTENSIONS = {".js", ".css", ".png", ".svg", ".ico", ".woff", ".woff2", ".txt"}
+
+
+def static_path_allowed(path: str) -> bool:
+    """Whether a path under STATIC_URL may be served."""
+    parts = [part for part in path.split("/") if part]
+    if not parts or any(part.startswith(".") for part in parts):
+        return False
+    return posixpath.splitext(parts[-1])[1].lower() in SERVED_EXTENSIONS
+
+
 class FinderStaticFiles(StaticFiles):
     def get_directories(self, directory=None, packages=None):
         return static_directories()
+
+    async def get_response(self, path, scope):
+        if not static_path_allowed(path):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
 
 
 def with_static_files(django_app):

@@ -3,11 +3,18 @@
 import asyncio
 import secrets
 from datetime import timedelta
+from pathlib import Path
 
 from django.utils import timezone
 
+from console.hypervisor import hypervisor_for
 from console.models import ConsoleTicket
-from console.tickets import token_hash
+from console.tickets import auth_hash, token_hash
+
+TEST_NODE = Path(__file__).resolve().parent / "fixtures" / "testnode.xml"
+# libvirt's test driver with running domains vm-a and vm-b (see fixtures/testnode.xml).
+TEST_NODE_URI = f"test://{TEST_NODE}"
+ORIGIN = "http://127.0.0.1:8000"
 
 
 class EchoServer:
@@ -45,16 +52,33 @@ class EchoServer:
         await self.server.wait_closed()
 
 
-def make_ticket(user, vm, port, *, seconds=60, max_connections=8, protocol="vnc"):
+def make_ticket(
+    user,
+    vm,
+    port,
+    *,
+    seconds=60,
+    max_connections=8,
+    protocol="vnc",
+    kind=ConsoleTicket.Kind.BROWSER,
+    origin=ORIGIN,
+    session_key="",
+):
+    """A ticket as `console_ticket_issue` makes one, to a console stand-in at 127.0.0.1:`port`."""
     token = secrets.token_urlsafe(32)
     ConsoleTicket.objects.create(
         token_hash=token_hash(token),
         user=user,
         vm=vm,
+        kind=kind,
         protocol=protocol,
         address="127.0.0.1",
         port=port,
         expires_at=timezone.now() + timedelta(seconds=seconds),
         max_connections=max_connections,
+        origin=origin,
+        session_key=session_key,
+        auth_hash=auth_hash(user),
+        domain_id=hypervisor_for(vm.host.uri).domain_id(vm.name),
     )
     return token

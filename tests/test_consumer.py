@@ -11,16 +11,17 @@ from django.test import Client
 from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
 from console.tickets import Refusal
 from portal.asgi import application
-from tests.helpers import EchoServer, make_ticket
+from tests.helpers import TEST_NODE_URI, EchoServer, make_ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
 
 
 @pytest.fixture
 def vms(user):
-    host = Host.objects.create(name="fake", uri="test:///default")
+    host = Host.objects.create(name="fake", uri=TEST_NODE_URI)
     return (
         VirtualMachine.objects.create(name="vm-a", owner=user, host=host),
         VirtualMachine.objects.create(name="vm-b", owner=user, host=host),
@@ -36,7 +37,7 @@ def session_cookie(user) -> tuple[bytes, bytes]:
     return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
 
 
-async def communicator(vm_id, token, user, headers=(ORIGIN,), subprotocols=("binary",)):
+async def communicator(vm_id, token, user, headers=(ORIGIN, HOST), subprotocols=("binary",)):
     cookie = await database_sync_to_async(session_cookie)(user)
     comm = WebsocketCommunicator(
         application,
@@ -116,12 +117,12 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
                     vm_a.id,
                     await new(user, vm_a, echo.port),
                     user,
-                    headers=[(b"origin", b"https://evil.example")],
+                    headers=[(b"origin", b"https://evil.example"), HOST],
                 ),
             ),
             (
                 Refusal.FOREIGN_ORIGIN,
-                await communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[]),
+                await communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[HOST]),
             ),
             (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "made-up-token", user)),
             (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "", user)),
@@ -160,7 +161,7 @@ async def test_revoked_access_refuses_an_issued_ticket(user, other_user, vms):
         deactivated = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
         comm = await communicator(vms[0].id, deactivated, other_user)
         await database_sync_to_async(type(user).objects.filter(pk=other_user.pk).update)(is_active=False)
-        assert await refused_with(comm) == Refusal.NOT_LOGGED_IN.value
+        assert await refused_with(comm) == Refusal.NOT_LOGGED_IN.value  # Django's login ends first
         assert echo.connections == 0
 
 

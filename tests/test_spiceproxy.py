@@ -7,14 +7,14 @@ from channels.db import database_sync_to_async
 
 from console.models import ConsoleSession, Host, VirtualMachine
 from console.spiceproxy import serve
-from tests.helpers import EchoServer, make_ticket
+from tests.helpers import TEST_NODE_URI, EchoServer, make_ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def vm(user):
-    host = Host.objects.create(name="fake", uri="test:///default")
+    host = Host.objects.create(name="fake", uri=TEST_NODE_URI)
     return VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
 
 
@@ -49,7 +49,7 @@ async def connect(port, request: bytes):
 
 async def test_connect_with_a_ticket_relays_to_the_console(proxy, user, vm):
     async with EchoServer() as echo:
-        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, protocol="spice")
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, protocol="spice", kind="vv")
         reader, writer, status = await connect(
             proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\nHost: {token}\r\n\r\n".encode()
         )
@@ -77,8 +77,8 @@ async def test_connect_with_a_ticket_relays_to_the_console(proxy, user, vm):
 )
 async def test_everything_else_is_refused(proxy, user, vm, request_line, status):
     async with EchoServer() as echo:
-        token = await database_sync_to_async(make_ticket)(user, vm, echo.port)
-        expired = await database_sync_to_async(make_ticket)(user, vm, echo.port, seconds=-1)
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind="vv")
+        expired = await database_sync_to_async(make_ticket)(user, vm, echo.port, seconds=-1, kind="vv")
         line = request_line.format(port=echo.port, token=token, expired=expired)
         reader, writer, got = await connect(proxy, f"{line}\r\n\r\n".encode())
         assert got == f"HTTP/1.1 {status}"

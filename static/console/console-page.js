@@ -3,6 +3,8 @@
 
 const CLOSE_REASONS = {
   1006: "the connection to the portal was lost",
+  1012: "the portal restarted",
+  1013: "the console proxy is busy; try again shortly",
   4001: "this page is not served by the portal (Origin refused)",
   4002: "you are not logged in; log in again and press Reconnect",
   4003: "the console ticket is unknown; press Reconnect",
@@ -10,10 +12,21 @@ const CLOSE_REASONS = {
   4005: "the console ticket has been used up; press Reconnect",
   4006: "the console ticket belongs to another user",
   4007: "the console ticket is for another VM",
-  4008: "you may no longer use this VM",
+  4008: "you may no longer use this VM (it may have been given to someone else)",
+  4009: "you logged out (or your login expired); log in again to reopen the console",
   4010: "the VM's console does not accept connections",
   4011: "the VM closed its console (it was shut down or restarted)",
+  4012: "the console ticket was issued for another console proxy; press Reconnect",
+  4013: "the VM stopped or restarted since this console was opened; press Reconnect",
+  4014: "you have too many consoles open; close one and press Reconnect",
+  4015: "the VM's host does not answer; try again when it is back",
+  4016: "your password was changed; log in again to reopen the console",
+  4017: "your account was deactivated",
 };
+// Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
+// away (restart, crash) or the console proxy was busy; another worker will take it.
+const RECONNECT_CODES = new Set([1006, 1012, 1013]);
+const RECONNECT_ATTEMPTS = 5;
 
 const script = document.getElementById("console-script");
 const statusLine = document.getElementById("status");
@@ -50,9 +63,25 @@ async function freshTicket() {
   return body;
 }
 
-/** Explain a disconnect in words, asking the portal about the VM's state when it helps. */
+let reconnect = null; // set by consolePage: connect again with a fresh ticket
+let reconnectAttempts = 0;
+
+export function connected() {
+  reconnectAttempts = 0;
+  setStatus("connected", "Connected");
+}
+
+/** Explain a disconnect in words, asking the portal about the VM's state when it helps; after a
+ * lost worker, reconnect by itself. */
 export async function disconnected(code) {
   setStatus("disconnected", `Disconnected: ${closeReason(code)}.`);
+  if (RECONNECT_CODES.has(code) && reconnect && reconnectAttempts < RECONNECT_ATTEMPTS) {
+    reconnectAttempts += 1;
+    const delay = 250 * 2 ** (reconnectAttempts - 1);
+    setStatus("connecting", `Disconnected: ${closeReason(code)}. Reconnecting (attempt ${reconnectAttempts})…`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    if (await reconnect()) return;
+  }
   if (code !== 4011 && code !== 4010 && code !== 1006) return;
   // A VM being shut down closes its console a moment before libvirt reports it stopped.
   for (let attempt = 0; attempt < 10; attempt++) {
@@ -92,7 +121,7 @@ export async function consolePage(client) {
     client.setScale(on);
     client.focus();
   });
-  document.getElementById("reconnect").addEventListener("click", async () => {
+  reconnect = async () => {
     setStatus("connecting", "Closing the old connection…");
     await client.disconnect();
     setStatus("connecting", "Getting a fresh ticket…");
@@ -100,10 +129,15 @@ export async function consolePage(client) {
       ticket = await freshTicket();
     } catch (error) {
       setStatus("disconnected", `Cannot reconnect: ${error.message}`);
-      return;
+      return false;
     }
     setStatus("connecting", "Connecting…");
     client.connect(ticket);
+    return true;
+  };
+  document.getElementById("reconnect").addEventListener("click", () => {
+    reconnectAttempts = 0;
+    reconnect();
   });
   try {
     ticket = await window.consoleTicket;

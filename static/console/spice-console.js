@@ -1,6 +1,6 @@
 // The SPICE console: spice-html5 (installed at set-up into static/spice-html5/).
 import * as SpiceHtml5 from "../spice-html5/main.js";
-import { consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
 // the playback channel where the cursor channel should be, and so never closes the cursor's).
@@ -44,6 +44,16 @@ function applyScale() {
 new ResizeObserver(applyScale).observe(screenArea);
 new MutationObserver(applyScale).observe(screen, { childList: true, subtree: true, attributes: true });
 
+function whenInputsReady(current) {
+  if (current !== connection) return;
+  if (current.inputs && current.inputs.state === "ready") {
+    connected();
+    return;
+  }
+  setStatus("connecting", "Connecting the keyboard and mouse…");
+  setTimeout(() => whenInputsReady(current), 20);
+}
+
 const client = {
   connect(ticket) {
     screen.replaceChildren();
@@ -51,7 +61,10 @@ const client = {
       uri: socketUrl(ticket),
       screen_id: "spice-screen",
       password: ticket.password,
-      onsuccess: () => setStatus("connected", "Connected"),
+      // spice-html5 drops key events until the inputs channel is ready, which comes after the
+      // main channel's success (through websockify, a process per channel later): "Connected"
+      // means typing works.
+      onsuccess: () => whenInputsReady(current),
       onerror: (error) => {
         if (current !== connection) return;
         if (error && error.message === "Permission denied.") {

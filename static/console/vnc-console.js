@@ -1,6 +1,6 @@
 // The VNC console: noVNC (installed at set-up into static/novnc/).
 import RFB from "../novnc/core/rfb.js";
-import { consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
 
 const screen = document.getElementById("vnc-screen");
 let rfb = null;
@@ -14,7 +14,7 @@ const client = {
     current.scaleViewport = scaled;
     current.focusOnClick = true;
     current.addEventListener("connect", () => {
-      setStatus("connected", "Connected");
+      connected();
       current.focus();
     });
     current.addEventListener("securityfailure", (event) => {

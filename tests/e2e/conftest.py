@@ -53,7 +53,16 @@ class Portal:
                 "portal.asgi:application",
             ]
         else:
-            argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+            argv = [
+                sys.executable,
+                "-m",
+                "portal.daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "portal.asgi:application",
+            ]
         self.start(name, argv, port, extra_env)
         return Portal(
             url=f"http://127.0.0.1:{port}",
@@ -93,13 +102,25 @@ def portal(tmp_path_factory):
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         # Short, so a test can watch a .vv password expire.
         "VV_PASSWORD_SECONDS": "10",
+        # Every test opens the same VM's console as the same user, many times a minute.
+        "CONSOLE_TICKETS_PER_MINUTE_PER_VM": "200",
+        "CONSOLE_TICKETS_PER_MINUTE": "200",
     }
     for name in ("CONSOLE_PROXY_URL", "SPICE_PROXY_URL"):
         env.pop(name, None)
     portal = Portal(url=f"http://127.0.0.1:{port}", env=env, vm_name=f"e2e-{uuid.uuid4().hex[:8]}")
     portal.manage("migrate", "-v0")
     portal.manage("demosetup", "--vm-name", portal.vm_name)
-    daphne = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+    daphne = [
+        sys.executable,
+        "-m",
+        "portal.daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "portal.asgi:application",
+    ]
     portal.start("daphne", daphne, port)
     yield portal
     for process in portal.processes:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from bench.browser import wait_until
 from tests.e2e.conftest import ARTIFACTS, login, virsh, wait_for_canvas
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
@@ -58,12 +59,10 @@ def test_vm_shut_down_mid_session_is_explained(page, portal):
     page.click("a.button:text-is('Console')")
     page.wait_for_selector("#status.connected", timeout=20000)
     virsh("destroy", portal.vm_name)
-    page.wait_for_function(
-        "document.querySelector('#status').textContent.includes('shut off')", timeout=20000
-    )
+    wait_until(page, "document.querySelector('#status').textContent.includes('shut off')")
     assert "Start it from its page" in page.inner_text("#status")
     page.click("#reconnect")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('Cannot reconnect')")
+    wait_until(page, "document.querySelector('#status').textContent.includes('Cannot reconnect')")
     assert "start it" in page.inner_text("#status")
 
 
