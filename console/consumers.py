@@ -19,6 +19,7 @@ every outgoing message. The database is touched only at connect and disconnect, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from importlib import import_module
 from urllib.parse import parse_qs
@@ -38,6 +39,7 @@ from console.tickets import Refusal, TicketRefused, console_ticket_admit
 
 logger = logging.getLogger(__name__)
 
+CLOSE_SERVICE_RESTART = 1012  # the worker is stopping; the page reconnects with a fresh ticket
 CLOSE_UNREACHABLE = 4010  # the VM's console does not accept connections
 CLOSE_CONSOLE_ENDED = 4011  # the VM closed the console (shut down, restarted)
 
@@ -90,6 +92,14 @@ class ConsoleProxyConsumer:
                 await self.relay()
             else:
                 await self._until_disconnect()
+        except asyncio.CancelledError:
+            # The server is stopping (SIGTERM): tell the page, which reconnects through
+            # another worker, and record the end before going.
+            if self.session_id is not None:
+                self.end_reason = "worker stopped"
+                with contextlib.suppress(Exception):
+                    await self.send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
+            raise
         finally:
             await self.disconnect()
 
@@ -128,6 +138,8 @@ class ConsoleProxyConsumer:
                     link.write(data)
                     await link.drain()
                 elif message["type"] == "websocket.disconnect":
+                    if message.get("code") == CLOSE_SERVICE_RESTART:  # uvicorn, shutting down
+                        self.end_reason = "worker stopped"
                     break
         finally:
             pump.cancel()

@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from console.sessions import console_sessions_heartbeat
+from console.sessions import console_sessions_heartbeat, console_sessions_sweep
 from console.tickets import Refusal, console_rights_check
 
 logger = logging.getLogger(__name__)
@@ -32,9 +32,14 @@ class _Watched:
     on_refused: OnRefused
 
 
-def _check(session_tickets: dict[int, int]) -> dict[int, Refusal | None]:
+SWEEP_EVERY = 5  # rounds: sessions of a lost worker are ended within about half a minute
+
+
+def _check(session_tickets: dict[int, int], *, sweep: bool = False) -> dict[int, Refusal | None]:
     close_old_connections()
     console_sessions_heartbeat(session_tickets)
+    if sweep:
+        console_sessions_sweep()
     return console_rights_check(session_tickets.values())
 
 
@@ -44,6 +49,7 @@ class SessionGuard:
     def __init__(self) -> None:
         self._watched: dict[int, _Watched] = {}
         self._task: asyncio.Task | None = None
+        self._rounds = 0
 
     def watch(self, session_id: int, ticket_id: int, on_refused: OnRefused) -> None:
         self._watched[session_id] = _Watched(ticket_id, on_refused)
@@ -61,7 +67,10 @@ class SessionGuard:
         watched = dict(self._watched)
         if not watched:
             return
-        refusals = await database_sync_to_async(_check)({sid: w.ticket_id for sid, w in watched.items()})
+        self._rounds += 1
+        refusals = await database_sync_to_async(_check)(
+            {sid: w.ticket_id for sid, w in watched.items()}, sweep=self._rounds % SWEEP_EVERY == 0
+        )
         for session_id, entry in watched.items():
             refusal = refusals.get(entry.ticket_id)
             if refusal is not None and session_id in self._watched:

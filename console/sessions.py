@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
@@ -35,6 +37,15 @@ def console_sessions_heartbeat(session_ids: Iterable[int]) -> None:
     """The relaying process is alive and these sessions are open."""
     ConsoleSession.objects.filter(pk__in=list(session_ids), ended_at__isnull=True).update(
         seen_at=timezone.now()
+    )
+
+
+def console_sessions_sweep() -> int:
+    """End sessions whose relaying process stopped sending heartbeats (killed, crashed, its
+    machine gone): recorded as ended when last seen, "worker lost". Returns how many."""
+    lost_before = timezone.now() - timedelta(seconds=15 + 3 * settings.CONSOLE_RECHECK_SECONDS)
+    return ConsoleSession.objects.filter(ended_at__isnull=True, seen_at__lt=lost_before).update(
+        ended_at=F("seen_at"), end_reason="worker lost"
     )
 
 

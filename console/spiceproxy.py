@@ -55,22 +55,7 @@ def _parse_connect(head: bytes) -> tuple[str, int] | str:
     return token, int(port)
 
 
-_slots: asyncio.Semaphore | None = None
-
-
 async def handle_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    global _slots
-    if _slots is None:
-        _slots = asyncio.Semaphore(settings.PROXY_MAX_CONNECTIONS)
-    if _slots.locked():
-        await _respond(writer, "503 Service Unavailable", "The proxy is at its connection limit; try later.")
-        writer.close()
-        return
-    async with _slots:
-        await _handle_client(reader, writer)
-
-
-async def _handle_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     peer = (writer.get_extra_info("peername") or ("?",))[0]
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
@@ -160,8 +145,20 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lin
 
 
 async def serve(host: str, port: int, ready: asyncio.Event | None = None) -> None:
-    """Run the proxy until cancelled."""
-    server = await asyncio.start_server(handle_client, host, port)
+    """Run the proxy until cancelled, relaying at most PROXY_MAX_CONNECTIONS connections at once."""
+    slots = asyncio.Semaphore(settings.PROXY_MAX_CONNECTIONS)
+
+    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if slots.locked():
+            await _respond(
+                writer, "503 Service Unavailable", "The proxy is at its connection limit; try later."
+            )
+            writer.close()
+            return
+        async with slots:
+            await handle_client(reader, writer)
+
+    server = await asyncio.start_server(limited, host, port)
     logger.info("SPICE proxy listening on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
     if ready is not None:
         ready.set()

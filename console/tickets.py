@@ -44,6 +44,7 @@ from console.hypervisor import (
     hypervisor_for,
 )
 from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
+from console.sessions import console_sessions_sweep
 
 # Expired tickets are kept this long (sessions refer to them), then deleted.
 TICKET_RETENTION = timedelta(days=1)
@@ -202,6 +203,7 @@ def console_ticket_issue(
         raise ConsoleUnavailable(f"{vm.name} stopped; start it to open its console.") from None
     token = secrets.token_hex(24)
     ConsoleTicket.objects.filter(expires_at__lt=now - TICKET_RETENTION).delete()
+    console_sessions_sweep()  # so a lost worker's consoles do not count against the user
     ticket = ConsoleTicket.objects.create(
         token_hash=token_hash(token),
         user=user,

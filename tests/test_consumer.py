@@ -28,17 +28,26 @@ def vms(user):
     )
 
 
-def session_cookie(user) -> tuple[bytes, bytes]:
+def session_cookie(user, session_key: str | None = None) -> tuple[bytes, bytes]:
     """The Cookie header of a browser logged in as `user` (none for AnonymousUser)."""
     if not user.is_authenticated:
         return (b"cookie", b"")
+    if session_key is None:
+        session_key = login_session(user)
+    return (b"cookie", f"sessionid={session_key}".encode())
+
+
+def login_session(user) -> str:
+    """A new login session of `user`: its key."""
     client = Client()
     client.force_login(user)
-    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    return client.cookies["sessionid"].value
 
 
-async def communicator(vm_id, token, user, headers=(ORIGIN, HOST), subprotocols=("binary",)):
-    cookie = await database_sync_to_async(session_cookie)(user)
+async def communicator(
+    vm_id, token, user, headers=(ORIGIN, HOST), subprotocols=("binary",), session_key=None
+):
+    cookie = await database_sync_to_async(session_cookie)(user, session_key)
     comm = WebsocketCommunicator(
         application,
         f"/ws/console/{vm_id}/?token={token}",
@@ -170,3 +179,151 @@ async def test_unreachable_console(user, vms):
         port = echo.port
     token = await database_sync_to_async(make_ticket)(user, vms[0], port)  # nothing listens now
     assert await refused_with(await communicator(vms[0].id, token, user)) == 4010
+
+
+# -- the right to a console, checked while it stays open ---------------------------------------
+
+
+def _logout(user, vm, session_key):
+    from django.contrib.sessions.models import Session
+
+    Session.objects.filter(session_key=session_key).delete()
+
+
+def _new_password(user, vm, session_key):
+    user.set_password("a-new-password-456")
+    user.save()
+
+
+def _deactivate(user, vm, session_key):
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+
+
+def _give_vm_away(user, vm, session_key):
+    other = type(user).objects.create_user("bob", password="bob-pw-123")
+    VirtualMachine.objects.filter(pk=vm.pk).update(owner=other)
+
+
+@pytest.mark.parametrize(
+    "change, refusal",
+    [
+        (_logout, Refusal.LOGGED_OUT),
+        (_new_password, Refusal.PASSWORD_CHANGED),
+        (_deactivate, Refusal.DEACTIVATED),
+        (_give_vm_away, Refusal.FORBIDDEN),
+    ],
+)
+async def test_an_open_console_ends_when_the_right_to_it_ends(user, vms, settings, change, refusal):
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    async with EchoServer() as echo:
+        key = await database_sync_to_async(login_session)(user)
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, session_key=key)
+        comm = await communicator(vms[0].id, token, user, session_key=key)
+        assert (await comm.connect())[0]
+        assert await comm.receive_from() == b"HELLO"
+        await asyncio.sleep(0.5)  # several checks pass while the right holds
+        await comm.send_to(bytes_data=b"still here")
+        assert await comm.receive_from() == b"still here"
+
+        await database_sync_to_async(change)(user, vms[0], key)
+        closed = await comm.receive_output(timeout=3)
+        assert closed == {"type": "websocket.close", "code": refusal.value, "reason": refusal.message}
+        await comm.disconnect(code=refusal.value)
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert session.ended_at is not None and session.end_reason == refusal.message
+        await asyncio.sleep(0.05)
+        assert echo.open == 0
+    assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
+
+
+async def test_open_consoles_send_heartbeats(user, vms, settings):
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, token, user)
+        assert (await comm.connect())[0]
+        first = (await database_sync_to_async(ConsoleSession.objects.get)()).seen_at
+        await asyncio.sleep(0.6)
+        later = (await database_sync_to_async(ConsoleSession.objects.get)()).seen_at
+        assert later > first
+        await comm.disconnect()
+
+
+# -- what a ticket admits ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://127.0.0.1:8001",  # same host, another port
+        b"https://127.0.0.1:8000",  # same host and port, another scheme
+        b"http://127.0.0.1",  # default port: 80, not 8000
+        b"http://localhost:8000",  # another allowed host name than the one the page used
+        b"null",
+        b"http://[::1",
+        b"http://127.0.0.1:99999",
+        b"http://127.0.0.1:8000/console",
+        b"http://user@127.0.0.1:8000",
+        b"\xff\xfe",
+        b"",
+    ],
+)
+async def test_only_the_portals_own_origin_is_admitted(user, vms, origin):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, token, user, headers=[(b"origin", origin), HOST])
+        assert await refused_with(comm) == Refusal.FOREIGN_ORIGIN.value
+        assert echo.connections == 0
+
+
+async def test_a_ticket_opens_only_from_the_origin_it_was_issued_to(user, vms, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://portal.example"]
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)  # for :8000
+        trusted = [(b"origin", b"https://portal.example"), HOST]
+        assert await refused_with(await communicator(vms[0].id, token, user, headers=trusted)) == 4001
+        assert (await (await communicator(vms[0].id, token, user)).connect())[0]
+
+
+@pytest.mark.parametrize("kind", ["websockify", "vv"])
+async def test_a_ticket_for_another_proxy_is_refused(user, vms, kind):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, kind=kind)
+        assert await refused_with(await communicator(vms[0].id, token, user)) == Refusal.WRONG_PATH.value
+        assert echo.connections == 0
+
+
+def _restart_domain(name: str) -> None:
+    from console.hypervisor import hypervisor_for
+
+    hypervisor = hypervisor_for(TEST_NODE_URI)
+    hypervisor.destroy(name)
+    hypervisor._call(lambda conn: conn.lookupByName(name).create())
+
+
+async def test_a_ticket_does_not_survive_a_restart_of_its_vm(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[1], echo.port)
+        await database_sync_to_async(_restart_domain)(vms[1].name)
+        # The new domain may well listen on the same port: the ticket must not open it.
+        comm = await communicator(vms[1].id, token, user)
+        assert await refused_with(comm) == Refusal.VM_RESTARTED.value
+        assert echo.connections == 0
+
+
+async def test_consoles_per_user_are_capped(user, vms, settings):
+    settings.CONSOLE_MAX_CONSOLES_PER_USER = 1
+    async with EchoServer() as echo:
+        first = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        second = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        channel = await communicator(vms[0].id, first, user)
+        assert (await channel.connect())[0]
+        # More channels of the same console are fine (spice-html5 opens several)...
+        another_channel = await communicator(vms[0].id, first, user)
+        assert (await another_channel.connect())[0]
+        # ...another console is not, until one closes.
+        refused = await refused_with(await communicator(vms[0].id, second, user))
+        assert refused == Refusal.TOO_MANY_CONSOLES.value
+        await channel.disconnect()
+        await another_channel.disconnect()
+        assert (await (await communicator(vms[0].id, second, user)).connect())[0]

@@ -85,3 +85,91 @@ async def test_everything_else_is_refused(proxy, user, vm, request_line, status)
         assert await reader.read() != b""  # a body saying why, then the proxy closes
         writer.close()
         assert echo.connections == 0
+
+
+@pytest.mark.parametrize("port", ["\u0663\u0663", "\u00b2", "-1", "65536", "0x16", ""])
+async def test_a_port_that_is_not_ascii_digits_is_a_bad_request(proxy, user, vm, port):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind="vv")
+        request = f"CONNECT {token}:{port} HTTP/1.1\r\n\r\n".encode()
+        _, writer, status = await connect(proxy, request)
+        assert status == "HTTP/1.1 400 Bad Request"
+        writer.close()
+
+
+async def test_refused_connects_use_up_nothing(proxy, user, vm):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind="vv", max_connections=1)
+        for _ in range(3):  # another port than the console's: refused, and nothing counted
+            _, writer, status = await connect(proxy, f"CONNECT {token}:22 HTTP/1.1\r\n\r\n".encode())
+            assert status == "HTTP/1.1 403 Forbidden"
+            writer.close()
+        reader, writer, status = await connect(
+            proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == "HTTP/1.1 200 Connection established"
+        writer.close()
+
+
+@pytest.mark.parametrize("kind", ["browser", "websockify"])
+async def test_a_ticket_handed_to_a_page_is_no_bearer_token_here(proxy, user, vm, kind):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind=kind)
+        reader, writer, status = await connect(
+            proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == "HTTP/1.1 403 Forbidden"
+        assert b"another console proxy" in await reader.read()
+        writer.close()
+        assert echo.connections == 0
+
+
+async def test_connections_are_capped(user, vm, settings):
+    settings.PROXY_MAX_CONNECTIONS = 1
+    ready = asyncio.Event()
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    task = asyncio.create_task(serve("127.0.0.1", port, ready))
+    await asyncio.wait_for(ready.wait(), 5)
+    try:
+        async with EchoServer() as echo:
+            token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind="vv")
+            request = f"CONNECT {token}:{echo.port} HTTP/1.1\r\n\r\n".encode()
+            _, first, status = await connect(port, request)
+            assert status == "HTTP/1.1 200 Connection established"
+            _, second, status = await connect(port, request)
+            assert status == "HTTP/1.1 503 Service Unavailable"
+            second.close()
+            first.close()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_logging_out_ends_a_virt_viewer_session(proxy, user, vm, settings):
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+
+    def login():
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    async with EchoServer() as echo:
+        key = await database_sync_to_async(login)()
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind="vv", session_key=key)
+        reader, writer, status = await connect(
+            proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == "HTTP/1.1 200 Connection established"
+        assert await reader.readexactly(5) == b"HELLO"
+        await database_sync_to_async(Session.objects.filter(session_key=key).delete)()
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # the proxy hung up
+        writer.close()
+        await asyncio.sleep(0.1)
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert session.end_reason == "you logged out (or your login expired)"

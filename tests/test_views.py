@@ -86,3 +86,110 @@ def test_unreachable_hypervisor_is_a_503_naming_the_host(client, user, staff_use
     assert listing.status_code == 503
     assert "far-away" in listing.content.decode() and "remote-vm" in listing.content.decode()
     assert VirtualMachine.objects.get(pk=vm.pk).started_mode == ""
+
+
+def _tickets_just_issued(user, vm, count):
+    from tests.helpers import make_ticket
+
+    for _ in range(count):
+        make_ticket(user, vm, 5900)
+
+
+@pytest.mark.parametrize("what", ["ticket", "vv"])
+def test_tickets_are_rate_limited_per_user_and_vm_with_a_time_to_retry(client, user, settings, what):
+    from tests.helpers import TEST_NODE_URI
+
+    settings.CONSOLE_TICKETS_PER_MINUTE_PER_VM = 3
+    host = Host.objects.create(name="node", uri=TEST_NODE_URI)
+    vm = VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
+    _tickets_just_issued(user, vm, 3)
+    client.force_login(user)
+    url = reverse("console:vm-console-ticket" if what == "ticket" else "console:vm-console-vv", args=[vm.id])
+    response = client.post(url)
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 61
+    assert "Too many consoles opened for vm-a in the last minute (3 allowed)" in response.content.decode()
+
+
+def test_tickets_per_user_are_rate_limited_across_vms(client, user, settings):
+    from tests.helpers import TEST_NODE_URI
+
+    settings.CONSOLE_TICKETS_PER_MINUTE = 4
+    host = Host.objects.create(name="node", uri=TEST_NODE_URI)
+    vm_a = VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
+    vm_b = VirtualMachine.objects.create(name="vm-b", owner=user, host=host)
+    _tickets_just_issued(user, vm_a, 2)
+    _tickets_just_issued(user, vm_b, 2)
+    client.force_login(user)
+    response = client.post(reverse("console:vm-console-ticket", args=[vm_a.id]))
+    assert response.status_code == 429 and "in all" in response.json()["error"]
+    assert response.json()["retryAfter"] == int(response["Retry-After"])
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu:///system",
+        "qemu:///session",
+        "qemu+ssh://root@10.0.0.2/system",
+        "qemu+libssh://portal@hv2.example.org:2222/system",
+        "qemu+tls://hv3.example.org/system",
+    ],
+)
+def test_host_uris_of_qemu_over_standard_transports_are_accepted(uri):
+    from console.models import validate_libvirt_uri
+
+    validate_libvirt_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "test:///default",
+        "xen:///system",
+        "lxc:///",
+        "qemu+ext:///system?command=/bin/sh",
+        "qemu+ssh://root@host/system?command=/tmp/x",
+        "qemu+unix:///system?socket=/etc/shadow",
+        "qemu+tcp://host/system",
+        "qemu:///system?socket=/tmp/x",
+        "qemu+ssh:///system",
+        "qemu://host/system",
+        "qemu:///other",
+    ],
+)
+def test_other_drivers_transports_and_parameters_are_refused(uri):
+    from django.core.exceptions import ValidationError
+
+    from console.models import validate_libvirt_uri
+
+    with pytest.raises(ValidationError, match="not a supported libvirt URI"):
+        validate_libvirt_uri(uri)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "::ffff:0.0.0.0", "0:0::0", "0::ffff:0.0.0.0"])
+def test_every_spelling_of_all_interfaces_needs_the_hosts_consent(address):
+    from django.core.exceptions import ValidationError
+
+    host = Host(name="h", uri="qemu:///system", console_listen_address=address)
+    with pytest.raises(ValidationError, match="every interface"):
+        host.clean()
+    host.listen_on_all_interfaces = True
+    host.clean()
+
+
+def test_the_sqlite_database_is_private(tmp_path):
+    import os
+    import stat
+
+    from portal.settings import private_sqlite_file
+
+    path = tmp_path / "db.sqlite3"
+    private_sqlite_file(str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.chmod(0o644)
+    (tmp_path / "db.sqlite3-wal").write_text("")
+    (tmp_path / "db.sqlite3-wal").chmod(0o644)
+    private_sqlite_file(str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "db.sqlite3-wal").st_mode) == 0o600
