@@ -31,6 +31,7 @@ METRICS = [
     ("idle_kib_per_session", "memory per idle session", "KiB", False),
     ("idle_sessions", "idle sessions held at once (of N asked)", "sessions", True),
     ("cpu_s_per_gb", "CPU per GB relayed", "s/GB", False),
+    ("stalled_growth_mib", "memory growth, client stops reading", "MiB", False),
     ("max_sessions", "1 Mbit/s sessions, p99 < 50 ms", "sessions", True),
     ("ttff_spice_ms", "browser: page -> first frame, SPICE", "ms", False),
     ("ttff_vnc_ms", "browser: page -> first frame, VNC", "ms", False),
@@ -48,6 +49,7 @@ FULL = dict(
     ladder=[100, 200, 400, 700, 1000, 1500],
     ladder_samples=500,
     browser_repeats=5,
+    stalled_seconds=15,
 )
 SHORT = dict(
     repeats=1,
@@ -61,6 +63,7 @@ SHORT = dict(
     ladder=[5, 10],
     ladder_samples=50,
     browser_repeats=1,
+    stalled_seconds=4,
 )
 
 
@@ -90,6 +93,8 @@ async def measure(config: dict, with_browser: bool) -> dict:
             print(f"round {repeat + 1}/{config['repeats']} done", file=sys.stderr)
         for path in paths:
             add(path, await figures.idle_memory(path, world, config["idle_sessions"]))
+        for path in paths:
+            add(path, await figures.stalled_client(path, world, config["stalled_seconds"]))
         for path in paths:
             result = await figures.max_sessions(path, world, config["ladder"], config["ladder_samples"])
             add(path, {"max_sessions": result["max_sessions"]})

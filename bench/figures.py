@@ -43,6 +43,25 @@ async def bulk(path: Path, world: World, seconds: float) -> dict:
     }
 
 
+async def stalled_client(path: Path, world: World, seconds: float) -> dict:
+    """Growth of the proxy's memory (RSS) while one client asks for a flood and stops reading:
+    without backpressure the proxy buffers all of it (the attack review saw Daphne grow by
+    111 MiB in 15 s); with it, the flood waits in socket buffers."""
+    if path.process is None:
+        return {"stalled_growth_mib": None}
+    conn = await _open(path, world, b"B")
+    conn.transport.pause_reading()  # a client that never reads again
+    await asyncio.sleep(1.0)  # socket buffers fill
+    before = path.rss()
+    peak = before
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.25)
+        peak = max(peak, path.rss())
+    conn.close()
+    return {"stalled_growth_mib": (peak - before) / 2**20}
+
+
 async def message_rate(path: Path, world: World, count: int) -> dict:
     """1 KiB messages per second, client to console (one WebSocket frame each)."""
     conn = await _open(path, world, b"S" + (count * 1024).to_bytes(8, "big"))

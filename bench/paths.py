@@ -49,6 +49,16 @@ class Path:
                 pass
         return total
 
+    def rss(self) -> int:
+        """Resident memory of the proxy's processes."""
+        total = 0
+        for proc in self._tree():
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def memory(self) -> int:
         """Proportional set size of the proxy's processes: shared pages counted once."""
         total = 0

@@ -39,6 +39,7 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
     """websockify's handler, admitting tickets itself so refusals say why and sessions are recorded."""
 
     ticket = None
+    refusal = None
     session_id = None
     bytes_to_client = 0
     bytes_from_client = 0
@@ -51,11 +52,16 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
         try:
             self.ticket = console_ticket_admit(token=token, kind=ConsoleTicket.Kind.WEBSOCKIFY, origin=origin)
         except TicketRefused as refused:
-            # The token stays out of the message (websockify logs it).
-            raise self.server.EClose(f"console ticket refused: {refused.refusal.message}") from None
+            # Refused after the handshake, with the refusal's close code, so the page can say
+            # why (as the portal's own proxy does). The token stays out of the log message.
+            self.log_message("console ticket refused: %s", refused.refusal.message)
+            self.refusal = refused.refusal
+            return None, None
         return self.ticket.address, self.ticket.port
 
     def new_websocket_client(self):
+        if self.refusal is not None:
+            raise self.CClose(self.refusal.value, self.refusal.message)
         slots = self.server.connection_slots
         if not slots.acquire(block=False):
             raise self.CClose(CLOSE_TRY_AGAIN_LATER, "the console proxy is at its connection limit")

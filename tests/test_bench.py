@@ -41,8 +41,12 @@ def test_short_benchmark_runs(tmp_path):
         "max_sessions",
     ):
         assert set(figures[key]) == PATHS, key
-    for key in ("idle_kib_per_session", "cpu_s_per_gb"):
+    for key in ("idle_kib_per_session", "cpu_s_per_gb", "stalled_growth_mib"):
         assert set(figures[key]) == PROXIES, key
+    # A bound, not a speed: a client that stops reading a flood must not grow any server by more
+    # than a few MiB (without backpressure Daphne grew by ~30 MiB in these 4 s).
+    for name, entry in figures["stalled_growth_mib"].items():
+        assert entry["median"] < 8, (name, entry)
     for key in ("ttff_spice_ms", "ttff_vnc_ms"):
         assert set(figures[key]) == {"Channels on Daphne", "Channels on uvicorn", "stock page via websockify"}
     assert figures["bulk_gbit_s"]["Channels on Daphne"]["vs_websockify"] > 0

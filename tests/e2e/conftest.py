@@ -40,6 +40,15 @@ class Portal:
             raise RuntimeError(f"manage.py {' '.join(args)}: {result.stderr}")
         return result.stdout
 
+    def vm_id(self) -> int:
+        """The demo VM's id (whatever order the tests created rows in)."""
+        out = self.manage(
+            "shell",
+            "-c",
+            f"from console.models import VirtualMachine as V; print(V.objects.get(name='{self.vm_name}').pk)",
+        )
+        return int(out.strip().splitlines()[-1])
+
     def daphne(self, name: str, extra_env: dict | None = None, server: str = "daphne") -> Portal:
         """Another server on the same database, e.g. with settings pointing at a standalone proxy."""
         port = free_port()
