@@ -107,6 +107,12 @@ class ConsoleProxyConsumer:
         try:
             ticket = await self._admit()
         except TicketRefused as refused:
+            logger.info(
+                "console of VM %s refused for %s: %s",
+                self.scope["url_route"]["kwargs"]["vm_id"],
+                (self.scope.get("client") or ("?",))[0],
+                refused.refusal.message,
+            )
             await self._refuse(refused.refusal.value, refused.refusal.message)
             return False
         try:

@@ -11,15 +11,23 @@ Stock Daphne with two additions an ASGI application cannot make itself:
   one read (128 KiB) plus Twisted's buffer, and the console's output waits in the kernel.
 - **Access log lines without tickets.** HTTP requests are logged with their query string;
   `token=` values are redacted and the line is kept.
+- **A graceful SIGTERM.** Stock Daphne drops every connection at once on SIGTERM, so open
+  consoles end without a word and without their session records. Here SIGTERM first cancels
+  the application instances (the console proxy then closes its WebSockets with 1012, "service
+  restart", which the page answers by reconnecting, and records the session's end), waits for
+  them, then stops the reactor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import sys
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from twisted.internet import reactor
 
 from portal.logsafety import redact_tokens
 
@@ -56,13 +64,62 @@ def _drain_for(protocol) -> _Drain | None:
     return drain
 
 
+logger = logging.getLogger(__name__)
+
+SERVICE_RESTART = 1012
+
+
+class _Done:
+    def done(self) -> bool:
+        return True
+
+
+_DONE = _Done()
+
+
 class BackpressureServer(Server):
     def __init__(self, *args, action_logger=None, **kwargs) -> None:
         if action_logger is not None:
             action_logger = _redacting(action_logger)
         super().__init__(*args, action_logger=action_logger, **kwargs)
 
+    def run(self) -> None:
+        if self.signal_handlers:
+            # After Twisted has installed its own handlers, which would stop at once.
+            reactor.callWhenRunning(self._install_graceful_stop)
+        super().run()
+
+    def _install_graceful_stop(self) -> None:
+        def on_signal(signum, _frame) -> None:
+            reactor.callFromThread(self._stop_gracefully, signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _stop_gracefully(self, name: str) -> None:
+        logger.info("%s: closing open connections, then stopping", name)
+        try:
+            stopping = self.kill_all_applications()
+        except Exception:  # noqa: BLE001 - never let a failed clean-up keep the server running
+            logger.exception("could not close connections gracefully")
+            self.stop()
+            return
+        stopping.addBoth(lambda _: reactor.callLater(0.2, self.stop))  # let the close frames leave
+
+    def kill_all_applications(self):
+        # Daphne's own version fails on a connection whose application already finished
+        # (no "application_instance" left); only the running ones need cancelling.
+        for details in self.connections.values():
+            details.setdefault("application_instance", _DONE)
+        return super().kill_all_applications()
+
     async def handle_reply(self, protocol, message):
+        if message["type"] == "websocket.close" and message.get("code") == SERVICE_RESTART:
+            # autobahn's sendClose() refuses every code but 1000 and 3000-4999; 1012 ("service
+            # restart") is the one browsers and the console page know for a worker stopping.
+            if protocol in self.connections and protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(code=SERVICE_RESTART, isReply=False)
+            return
         await super().handle_reply(protocol, message)
         if message["type"] == "websocket.send":
             drain = _drain_for(protocol)

@@ -160,11 +160,19 @@ TEMPLATES = [
     },
 ]
 
+# No persistent connections: under ASGI each request runs in a thread of its own, and a
+# connection kept per thread outlives the thread (Django's advice for ASGI: CONN_MAX_AGE = 0).
+# PostgreSQL gets psycopg's pool instead, so requests do not pay for a new connection.
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DB_POOL_SIZE", 10),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     private_sqlite_file(str(DATABASES["default"]["NAME"]))
     # Several threads (Daphne's sync workers) and processes (standalone proxies) write here:

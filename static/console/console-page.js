@@ -26,7 +26,7 @@ const CLOSE_REASONS = {
 // Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
 // away (restart, crash) or the console proxy was busy; another worker will take it.
 const RECONNECT_CODES = new Set([1006, 1012, 1013]);
-const RECONNECT_ATTEMPTS = 5;
+const RECONNECT_ATTEMPTS = 8; // 0.25 s doubling up to 4 s: about 20 s in all
 
 const script = document.getElementById("console-script");
 const statusLine = document.getElementById("status");
@@ -52,14 +52,23 @@ export function socketUrl(ticket) {
   return `${scheme}//${location.host}${ticket.wsPath}?token=${token}`;
 }
 
+/** A fresh ticket; a failure says whether trying again may help (no portal answer, a 5xx). */
 async function freshTicket() {
-  const response = await fetch(script.dataset.ticketUrl, {
-    method: "POST",
-    headers: { "X-CSRFToken": csrfToken },
-    credentials: "same-origin",
-  });
+  let response;
+  try {
+    response = await fetch(script.dataset.ticketUrl, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrfToken },
+      credentials: "same-origin",
+    });
+  } catch (_) {
+    throw Object.assign(new Error("the portal does not answer"), { retryable: true });
+  }
   const body = await response.json().catch(() => ({ error: `the portal answered ${response.status}` }));
-  if (!response.ok) throw new Error(body.error || `the portal answered ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(body.error || `the portal answered ${response.status}`);
+    throw Object.assign(error, { retryable: response.status >= 500 });
+  }
   return body;
 }
 
@@ -72,15 +81,16 @@ export function connected() {
 }
 
 /** Explain a disconnect in words, asking the portal about the VM's state when it helps; after a
- * lost worker, reconnect by itself. */
+ * lost worker, reconnect by itself (a fresh ticket, through whichever worker answers). */
 export async function disconnected(code) {
   setStatus("disconnected", `Disconnected: ${closeReason(code)}.`);
-  if (RECONNECT_CODES.has(code) && reconnect && reconnectAttempts < RECONNECT_ATTEMPTS) {
+  while (RECONNECT_CODES.has(code) && reconnect && reconnectAttempts < RECONNECT_ATTEMPTS) {
     reconnectAttempts += 1;
-    const delay = 250 * 2 ** (reconnectAttempts - 1);
+    const delay = Math.min(4000, 250 * 2 ** (reconnectAttempts - 1));
     setStatus("connecting", `Disconnected: ${closeReason(code)}. Reconnecting (attempt ${reconnectAttempts})…`);
     await new Promise((resolve) => setTimeout(resolve, delay));
-    if (await reconnect()) return;
+    const outcome = await reconnect();
+    if (outcome !== "retry") return;
   }
   if (code !== 4011 && code !== 4010 && code !== 1006) return;
   // A VM being shut down closes its console a moment before libvirt reports it stopped.
@@ -129,11 +139,11 @@ export async function consolePage(client) {
       ticket = await freshTicket();
     } catch (error) {
       setStatus("disconnected", `Cannot reconnect: ${error.message}`);
-      return false;
+      return error.retryable ? "retry" : "failed";
     }
     setStatus("connecting", "Connecting…");
     client.connect(ticket);
-    return true;
+    return "connecting";
   };
   document.getElementById("reconnect").addEventListener("click", () => {
     reconnectAttempts = 0;
