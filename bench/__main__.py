@@ -177,7 +177,24 @@ def main() -> None:
     parser.add_argument(
         "--no-browser", action="store_true", help="skip the browser time-to-first-frame figures"
     )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="instead: SESSIONS x 1 Mbit/s for MINUTES through Daphne (memory, round trip, errors)",
+    )
+    parser.add_argument("--sessions", type=int, default=500, help="soak sessions (default 500)")
+    parser.add_argument("--minutes", type=float, default=10, help="soak length (default 10)")
     args = parser.parse_args()
+    if args.soak:
+        from bench.soak import soak, soak_table
+
+        interval = 60 if args.minutes >= 2 else max(1.0, args.minutes * 60 / 4)
+        result = asyncio.run(soak(args.sessions, args.minutes * 60, interval))
+        print(soak_table(result))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(result, handle, indent=2)
+        sys.exit(1 if result["dropped"] else 0)
     config = SHORT if args.short else FULL
     started = time.time()
     samples = asyncio.run(measure(config, with_browser=not args.no_browser))

@@ -140,10 +140,14 @@ class Load:
 
     async def stop(self, window: float = 1.0) -> float:
         """The rate each session achieved since ready() (over `window` s at least), in bit/s."""
+        return (await self.stop_report(window))["bits_per_session"]
+
+    async def stop_report(self, window: float = 1.0) -> dict:
+        """bits_per_session, and how many sessions the proxy dropped."""
         await asyncio.sleep(max(0.0, self.marked_at + window - time.perf_counter()))
         result = json.loads(self._say("stop"))
         self.process.wait(30)
-        return result["bits_per_session"]
+        return result
 
 
 async def echo_under_load(path: Path, world: World, samples: int, sessions: int) -> dict:

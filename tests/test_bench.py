@@ -50,3 +50,20 @@ def test_short_benchmark_runs(tmp_path):
     for key in ("ttff_spice_ms", "ttff_vnc_ms"):
         assert set(figures[key]) == {"Channels on Daphne", "Channels on uvicorn", "stock page via websockify"}
     assert figures["bulk_gbit_s"]["Channels on Daphne"]["vs_websockify"] > 0
+
+
+def test_short_soak_drops_nothing_and_keeps_memory_flat(tmp_path):
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--soak", "--sessions", "50", "--minutes", "0.34", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    soak = json.loads(out.read_text())
+    assert soak["dropped"] == 0 and len(soak["intervals"]) >= 3
+    assert soak["bits_per_session"] > 0.5e6  # the sessions did stream
+    # Flat: no growth with time once the sessions are open (a leak per message would show).
+    assert soak["rss_end_mib"] - soak["rss_start_mib"] < 16

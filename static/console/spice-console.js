@@ -1,6 +1,6 @@
 // The SPICE console: spice-html5 (installed at set-up into static/spice-html5/).
 import * as SpiceHtml5 from "../spice-html5/main.js";
-import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+import { connected, consolePage, disconnected, passwordRefused, setStatus, socketUrl } from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
 // the playback channel where the cursor channel should be, and so never closes the cursor's).
@@ -67,9 +67,7 @@ const client = {
       onsuccess: () => whenInputsReady(current),
       onerror: (error) => {
         if (current !== connection) return;
-        if (error && error.message === "Permission denied.") {
-          setStatus("disconnected", "Disconnected: the VM refused the console password; press Reconnect.");
-        }
+        if (error && error.message === "Permission denied.") passwordRefused();
       },
     });
     connection = current;

@@ -205,11 +205,14 @@ def page(browser, request):
     """A fresh browser page; on failure its screenshot is saved under test-artifacts/."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
+    messages = []
+    page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
     yield page
     if getattr(request.node, "failed_call", False):
         shot = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name) + ".png")
         page.screenshot(path=shot)
         print(f"\nscreenshot of the failed page: {shot}")
+        print("the page's console:\n  " + "\n  ".join(messages[-30:]))
     context.close()
 
 
