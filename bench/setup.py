@@ -157,7 +157,7 @@ def world_create() -> World:
     world = World(env, free_port(), user.pk, vm.pk, cookie, [])
     # world_create runs on the harness's event loop; libvirt calls go to a thread.
     with ThreadPoolExecutor(1) as pool:
-        world.domain_id = pool.submit(hypervisor_for(host.uri).domain_id, vm.name).result()
+        world.domain_id = pool.submit(hypervisor_for(host).domain_id, vm.name).result()
     world.auth_hash = auth_hash(user)
     world.spawn(
         "backend", [sys.executable, "-m", "bench.backend", str(world.backend_port)], world.backend_port

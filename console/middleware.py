@@ -22,7 +22,9 @@ class HypervisorErrorMiddleware:
     def process_exception(self, request, exception):
         if not isinstance(exception, HypervisorUnavailable):
             return None
-        host = Host.objects.filter(uri=exception.uri).first()
+        host = (
+            Host.objects.filter(name=exception.host).first() or Host.objects.filter(uri=exception.uri).first()
+        )
         logger.warning("hypervisor %s unavailable: %s", exception.uri, exception.message)
         return render(
             request,

@@ -134,6 +134,19 @@ class Host(models.Model):
         "to reach consoles on this host.",
     )
 
+    ssh_key_file = models.CharField(
+        "SSH key file",
+        max_length=1024,
+        blank=True,
+        help_text="Private key the portal logs in with (qemu+ssh hosts); empty for SSH_KEY_FILE.",
+    )
+    ssh_host_key = models.TextField(
+        "SSH host key",
+        blank=True,
+        help_text="The host's public key, e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub on "
+        "it. The portal refuses a host whose key differs; it never accepts one by itself.",
+    )
+
     spice_ca_cert = models.TextField(
         "SPICE CA certificate",
         blank=True,

@@ -134,7 +134,7 @@ def auth_hash(user) -> str:
 
 def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
     """The running VM's console endpoint and live XML, or ConsoleUnavailable."""
-    hypervisor = hypervisor_for(vm.host.uri)
+    hypervisor = hypervisor_for(vm.host)
     state = hypervisor.state(vm.name)
     if state not in ACTIVE_STATES:
         raise ConsoleUnavailable(f"{vm.name} is {state}; start it to open its console.")
@@ -190,7 +190,7 @@ def console_ticket_issue(
     now = timezone.now()
     _rate_check(user, vm, now)
     endpoint, live_xml = console_endpoint(vm)
-    hypervisor = hypervisor_for(vm.host.uri)
+    hypervisor = hypervisor_for(vm.host)
     domain_id = hypervisor.domain_id(vm.name)
     expires_at = now + timedelta(seconds=seconds)
     password = graphics_password_new(endpoint.type)
@@ -326,7 +326,7 @@ def console_ticket_admit(
     # The domain that answers now must be the one the ticket was issued for: a VM restarted
     # since may listen on the same port, and the ticket must not open its new console.
     try:
-        live_id = hypervisor_for(ticket.vm.host.uri).domain_id(ticket.vm.name)
+        live_id = hypervisor_for(ticket.vm.host).domain_id(ticket.vm.name)
     except HypervisorUnavailable:
         raise TicketRefused(Refusal.HOST_DOWN) from None
     if live_id is None or live_id != ticket.domain_id:

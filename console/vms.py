@@ -44,7 +44,7 @@ class VmStatus:
 
 def _running_mode(vm: VirtualMachine) -> str | None:
     try:
-        endpoint = graphics_endpoint(hypervisor_for(vm.host.uri).xml(vm.name))
+        endpoint = graphics_endpoint(hypervisor_for(vm.host).xml(vm.name))
     except DomainNotFound:
         return None
     return endpoint.type if endpoint else None
@@ -52,7 +52,7 @@ def _running_mode(vm: VirtualMachine) -> str | None:
 
 def vm_status(vm: VirtualMachine) -> VmStatus:
     """The VM's live state and console modes."""
-    state = hypervisor_for(vm.host.uri).state(vm.name)
+    state = hypervisor_for(vm.host).state(vm.name)
     running = _running_mode(vm) if state in ACTIVE_STATES else None
     return VmStatus(state=state, running_mode=running, effective_mode=vm.effective_console_mode())
 
@@ -65,7 +65,7 @@ def vm_statuses(vms: Iterable[VirtualMachine]) -> dict[int, VmStatus | Hyperviso
     result: dict[int, VmStatus | HypervisorError] = {}
     for host_vms in by_host.values():
         try:
-            states = hypervisor_for(host_vms[0].host.uri).states()
+            states = hypervisor_for(host_vms[0].host).states()
         except HypervisorError as exc:
             result.update({vm.id: exc for vm in host_vms})
             continue
@@ -103,7 +103,7 @@ def _start(vm: VirtualMachine, user, action: str) -> str:
         listen_address=vm.host.console_listen_address,
         password=graphics_password_new(mode),
     )
-    hypervisor = hypervisor_for(vm.host.uri)
+    hypervisor = hypervisor_for(vm.host)
     state = hypervisor.state(vm.name)
     if state in ACTIVE_STATES:
         raise VmActionRefused(f"{vm.name} is already {state}.")
@@ -119,7 +119,7 @@ def _start(vm: VirtualMachine, user, action: str) -> str:
 def vm_shutdown(*, vm: VirtualMachine, user) -> None:
     """Ask the guest OS to shut down (ACPI); a guest without one ignores it."""
     try:
-        hypervisor_for(vm.host.uri).shutdown(vm.name)
+        hypervisor_for(vm.host).shutdown(vm.name)
     except (DomainNotRunning, DomainNotFound):
         raise VmActionRefused(f"{vm.name} is not running.") from None
     _record(vm, user, "shutdown")
@@ -128,7 +128,7 @@ def vm_shutdown(*, vm: VirtualMachine, user) -> None:
 def vm_poweroff(*, vm: VirtualMachine, user) -> None:
     """Power the VM off at once, like pulling the plug."""
     try:
-        hypervisor_for(vm.host.uri).destroy(vm.name)
+        hypervisor_for(vm.host).destroy(vm.name)
     except (DomainNotRunning, DomainNotFound):
         raise VmActionRefused(f"{vm.name} is not running.") from None
     console_tickets_revoke(vm=vm, reason="powered off")
@@ -141,7 +141,7 @@ def vm_reboot(*, vm: VirtualMachine, user) -> str:
     A guest-initiated reboot keeps the QEMU process and so its console protocol; only a new
     process picks up a new one, hence the power cycle.
     """
-    hypervisor = hypervisor_for(vm.host.uri)
+    hypervisor = hypervisor_for(vm.host)
     if hypervisor.state(vm.name) not in ACTIVE_STATES:
         raise VmActionRefused(f"{vm.name} is not running; start it instead.")
     try:

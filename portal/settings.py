@@ -112,6 +112,9 @@ CONSOLE_MAX_CONSOLES_PER_USER = env_int("CONSOLE_MAX_CONSOLES_PER_USER", 10)
 CONSOLE_RECHECK_SECONDS = env_int("CONSOLE_RECHECK_SECONDS", 2)
 # Connections one standalone proxy process (spiceproxy, consoleproxy) relays at once.
 PROXY_MAX_CONNECTIONS = env_int("PROXY_MAX_CONNECTIONS", 1000)
+# The portal's SSH key for remote hosts (qemu+ssh://), and where it keeps their host keys.
+SSH_KEY_FILE = env_str("SSH_KEY_FILE", str(VAR_DIR / "ssh" / "id_ed25519"))
+SSH_KNOWN_HOSTS_DIR = env_str("SSH_KNOWN_HOSTS_DIR", str(VAR_DIR / "ssh" / "known_hosts.d"))
 # The graphics password of a .vv download stays valid this long.
 VV_PASSWORD_SECONDS = env_int("VV_PASSWORD_SECONDS", 120)
 # When set, console pages connect through this websockify proxy instead of /ws/console/.

@@ -79,6 +79,6 @@ def make_ticket(
         origin=origin,
         session_key=session_key,
         auth_hash=auth_hash(user),
-        domain_id=hypervisor_for(vm.host.uri).domain_id(vm.name),
+        domain_id=hypervisor_for(vm.host).domain_id(vm.name),
     )
     return token

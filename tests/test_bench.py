@@ -55,7 +55,18 @@ def test_short_benchmark_runs(tmp_path):
 def test_short_soak_drops_nothing_and_keeps_memory_flat(tmp_path):
     out = tmp_path / "soak.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--soak", "--sessions", "50", "--minutes", "0.34", "--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--soak",
+            "--sessions",
+            "50",
+            "--minutes",
+            "0.34",
+            "--json",
+            str(out),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -293,18 +293,18 @@ async def test_a_ticket_for_another_proxy_is_refused(user, vms, kind):
         assert echo.connections == 0
 
 
-def _restart_domain(name: str) -> None:
+def _restart_domain(vm) -> None:
     from console.hypervisor import hypervisor_for
 
-    hypervisor = hypervisor_for(TEST_NODE_URI)
-    hypervisor.destroy(name)
-    hypervisor._call(lambda conn: conn.lookupByName(name).create())
+    hypervisor = hypervisor_for(vm.host)
+    hypervisor.destroy(vm.name)
+    hypervisor._call(lambda conn: conn.lookupByName(vm.name).create())
 
 
 async def test_a_ticket_does_not_survive_a_restart_of_its_vm(user, vms):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[1], echo.port)
-        await database_sync_to_async(_restart_domain)(vms[1].name)
+        await database_sync_to_async(_restart_domain)(vms[1])
         # The new domain may well listen on the same port: the ticket must not open it.
         comm = await communicator(vms[1].id, token, user)
         assert await refused_with(comm) == Refusal.VM_RESTARTED.value

@@ -47,7 +47,7 @@ class Command(BaseCommand):
             owner_obj = get_user_model().objects.get(username=owner)
         except get_user_model().DoesNotExist:
             raise CommandError(f"no user named {owner!r}; pass --owner") from None
-        hypervisor = hypervisor_for(host_obj.uri)
+        hypervisor = hypervisor_for(host_obj)
         try:
             names = sorted(hypervisor.states())
         except HypervisorError as exc:

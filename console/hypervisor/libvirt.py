@@ -1,8 +1,9 @@
-"""The hypervisor interface, and its libvirt implementation: the only module importing libvirt.
+"""The libvirt implementation of the hypervisor contract: the only module importing libvirt.
 
-Callers get a `Hypervisor` for a libvirt URI from `hypervisor_for(uri)`. Connections are
-reused per URI; every libvirt error comes out as a `HypervisorError` with a readable message.
-All of it blocks, so it must never run on an event loop (it refuses to).
+One `LibvirtHypervisor` per host and process, each with one reused connection (libvirt
+connections are thread-safe), a keep-alive so a dead host is noticed within seconds, and a
+fresh connection after a failure. Every libvirt error comes out as one of `base`'s errors,
+naming the host. All of it blocks, so it must never run on an event loop (it refuses to).
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import libvirt
+
+from console.hypervisor.base import (
+    ACTIVE_STATES,
+    MISSING,
+    DomainNotFound,
+    DomainNotRunning,
+    DomainRunning,
+    HypervisorError,
+    HypervisorUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -28,7 +39,7 @@ _UNAVAILABLE_CODES = {
     libvirt.VIR_ERR_AUTH_UNAVAILABLE,
     libvirt.VIR_ERR_AUTH_CANCELLED,
 }
-_UNAVAILABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+_UNAVAILABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE, libvirt.VIR_FROM_SSH}
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "running",
@@ -40,33 +51,30 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
-ACTIVE_STATES = {"running", "paused", "shutting down", "suspended"}
-MISSING = "missing"
+__all__ = ["ACTIVE_STATES", "MISSING", "LibvirtHypervisor", "hypervisor_for"]
+
+# Keep-alive: a probe every 5 s, the connection given up after 3 unanswered (15 s), instead of
+# a call hanging on a host that went away.
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
 
 
-class HypervisorError(Exception):
-    """A hypervisor operation failed; the message says why, in libvirt's words."""
+def _event_loop_ensure() -> None:
+    """libvirt's event loop, in a thread: keep-alives (and console streams) need one."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
 
-    def __init__(self, message: str, *, uri: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.uri = uri
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
 
-
-class HypervisorUnavailable(HypervisorError):
-    """The hypervisor does not answer: libvirtd down, host unreachable, access refused."""
-
-
-class DomainNotFound(HypervisorError):
-    """No domain of that name is defined on the hypervisor."""
-
-
-class DomainRunning(HypervisorError):
-    """The operation needs a stopped domain."""
-
-
-class DomainNotRunning(HypervisorError):
-    """The operation needs a running domain."""
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
 
 
 def _ensure_not_on_event_loop() -> None:
@@ -77,13 +85,18 @@ def _ensure_not_on_event_loop() -> None:
     raise RuntimeError("libvirt calls block; run them in a thread (sync_to_async)")
 
 
-class Hypervisor:
-    """Operations on the domains of one libvirt connection."""
+class LibvirtHypervisor:
+    """The domains of one host, through one libvirt connection (see `base.Hypervisor`)."""
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
+    def __init__(self, name: str, uri: str, connect_uri: str | None = None) -> None:
+        self.name = name or uri
+        self.uri = uri  # as the admin gave it; errors name it
+        self.connect_uri = connect_uri or uri  # with the portal's key and known_hosts
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+
+    def _error(self, cls: type[HypervisorError], message: str) -> HypervisorError:
+        return cls(message, uri=self.uri, host=self.name)
 
     # -- connection and error handling -------------------------------------------------
 
@@ -97,11 +110,18 @@ class Hypervisor:
                 except libvirt.libvirtError:
                     pass
                 self._conn = None
+            _event_loop_ensure()
             try:
-                self._conn = libvirt.open(self.uri)
+                conn = libvirt.open(self.connect_uri)
             except libvirt.libvirtError as exc:
-                raise HypervisorUnavailable(_message(exc), uri=self.uri) from None
-            return self._conn
+                raise self._error(HypervisorUnavailable, _message(exc)) from None
+            if not self.connect_uri.startswith("test:"):
+                try:
+                    conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+                except libvirt.libvirtError:
+                    pass  # local connections without keep-alive support: nothing to notice
+            self._conn = conn
+            return conn
 
     @contextmanager
     def _translated(self, domain_name: str | None = None) -> Iterator[None]:
@@ -110,14 +130,14 @@ class Hypervisor:
         except libvirt.libvirtError as exc:
             code = exc.get_error_code()
             if code == libvirt.VIR_ERR_NO_DOMAIN:
-                raise DomainNotFound(
-                    f"domain {domain_name!r} is not defined on {self.uri}", uri=self.uri
+                raise self._error(
+                    DomainNotFound, f"domain {domain_name!r} is not defined on {self.name}"
                 ) from None
             if code in _UNAVAILABLE_CODES or exc.get_error_domain() in _UNAVAILABLE_DOMAINS:
                 with self._lock:
                     self._conn = None
-                raise HypervisorUnavailable(_message(exc), uri=self.uri) from None
-            raise HypervisorError(_message(exc), uri=self.uri) from None
+                raise self._error(HypervisorUnavailable, _message(exc)) from None
+            raise self._error(HypervisorError, _message(exc)) from None
 
     def _call(self, fn: Callable[[libvirt.virConnect], T], domain_name: str | None = None) -> T:
         _ensure_not_on_event_loop()
@@ -187,7 +207,7 @@ class Hypervisor:
                     raise
             else:
                 if old.isActive():
-                    raise DomainRunning(f"{name} is already running", uri=self.uri)
+                    raise self._error(DomainRunning, f"{name} is already running")
                 previous = old.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
             dom = conn.defineXML(xml)
             try:
@@ -228,7 +248,7 @@ class Hypervisor:
     def _active_domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         dom = self._domain(conn, name)
         if not dom.isActive():
-            raise DomainNotRunning(f"{name} is not running", uri=self.uri)
+            raise self._error(DomainNotRunning, f"{name} is not running")
         return dom
 
 
@@ -236,13 +256,19 @@ def _message(exc: libvirt.libvirtError) -> str:
     return (exc.get_error_message() or str(exc)).strip()
 
 
-_hypervisors: dict[str, Hypervisor] = {}
+_hypervisors: dict[tuple[str, str, str], LibvirtHypervisor] = {}
 _hypervisors_lock = threading.Lock()
 
 
-def hypervisor_for(uri: str) -> Hypervisor:
-    """The shared Hypervisor (and so connection) for a libvirt URI."""
+def hypervisor_for(host) -> LibvirtHypervisor:
+    """The shared hypervisor (and so connection) of a `Host`, or of a bare libvirt URI."""
+    if isinstance(host, str):
+        key = (host, host, host)
+    else:
+        from console.hypervisor.ssh import connect_uri
+
+        key = (host.name, host.uri, connect_uri(host))
     with _hypervisors_lock:
-        if uri not in _hypervisors:
-            _hypervisors[uri] = Hypervisor(uri)
-        return _hypervisors[uri]
+        if key not in _hypervisors:
+            _hypervisors[key] = LibvirtHypervisor(*key)
+        return _hypervisors[key]

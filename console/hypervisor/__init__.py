@@ -1,0 +1,28 @@
+"""Hypervisors: the contract (`base`) and its libvirt implementation (`libvirt`).
+
+`hypervisor_for(host)` gives the shared `Hypervisor` of a `Host` (or of a bare libvirt URI).
+"""
+
+from console.hypervisor.base import (
+    ACTIVE_STATES,
+    MISSING,
+    DomainNotFound,
+    DomainNotRunning,
+    DomainRunning,
+    Hypervisor,
+    HypervisorError,
+    HypervisorUnavailable,
+)
+from console.hypervisor.libvirt import hypervisor_for
+
+__all__ = [
+    "ACTIVE_STATES",
+    "MISSING",
+    "DomainNotFound",
+    "DomainNotRunning",
+    "DomainRunning",
+    "Hypervisor",
+    "HypervisorError",
+    "HypervisorUnavailable",
+    "hypervisor_for",
+]

@@ -1,0 +1,79 @@
+"""The hypervisor contract: what the portal asks of a host, and the errors it may answer with.
+
+In the manner of `django.contrib.sessions.backends.base`: this module says which operations
+a hypervisor must provide; `console.hypervisor.libvirt` provides them over libvirt (local or
+remote). Every method blocks, so callers run them off the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+ACTIVE_STATES = {"running", "paused", "shutting down", "suspended"}
+MISSING = "missing"
+
+
+class HypervisorError(Exception):
+    """A hypervisor operation failed; the message says why, in the hypervisor's words."""
+
+    def __init__(self, message: str, *, uri: str, host: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.uri = uri
+        self.host = host
+
+
+class HypervisorUnavailable(HypervisorError):
+    """The hypervisor does not answer: libvirtd down, host unreachable, access refused."""
+
+    def __str__(self) -> str:
+        return f"{self.host} does not answer: {self.message}" if self.host else self.message
+
+
+class DomainNotFound(HypervisorError):
+    """No domain of that name is defined on the hypervisor."""
+
+
+class DomainRunning(HypervisorError):
+    """The operation needs a stopped domain."""
+
+
+class DomainNotRunning(HypervisorError):
+    """The operation needs a running domain."""
+
+
+class Hypervisor(Protocol):
+    """Operations on the domains of one host."""
+
+    name: str
+    uri: str
+
+    def version(self) -> str:
+        """The hypervisor's version: a liveness check."""
+
+    def states(self) -> dict[str, str]:
+        """Every defined domain's name and state (one call for the whole host)."""
+
+    def state(self, name: str) -> str:
+        """One domain's state, or MISSING."""
+
+    def domain_id(self, name: str) -> int | None:
+        """The running domain's ID (new on every start), or None when it is not running."""
+
+    def xml(self, name: str, *, secure: bool = False, inactive: bool = False) -> str:
+        """A domain's XML: the live one, or the persistent one."""
+
+    def define_and_start(self, name: str, xml: str) -> None:
+        """Define the domain and start it; on failure put the old definition back."""
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to shut down (ACPI)."""
+
+    def destroy(self, name: str) -> None:
+        """Power the domain off at once."""
+
+    def undefine(self, name: str) -> None:
+        """Remove a stopped domain's definition."""
+
+    def update_graphics(self, name: str, device_xml: str) -> None:
+        """Change the live graphics device (its password) of a running domain."""
