@@ -36,6 +36,7 @@ from console.origins import websocket_origin_allowed
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
 from console.tickets import Refusal, TicketRefused, console_ticket_admit
+from console.tunnels import console_connect
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ConsoleProxyConsumer:
             await self._refuse(refused.refusal.value, refused.refusal.message)
             return False
         try:
-            self.link = await ConsoleLink.open(ticket.address, ticket.port)
+            self.link = await console_connect(ticket.ssh, ticket.address, ticket.port)
         except (OSError, asyncio.TimeoutError) as exc:
             logger.warning(
                 "console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, ticket.port, exc

@@ -18,6 +18,7 @@ from console.models import ConsoleSession, ConsoleTicket
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
 from console.tickets import Refusal, TicketRefused, console_ticket_admit
+from console.tunnels import console_connect
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ async def _serve(head: bytes, reader: asyncio.StreamReader, writer: asyncio.Stre
         await _respond(writer, status, f"Refused: {refused.refusal.message}.")
         return
     try:
-        link = await ConsoleLink.open(ticket.address, port)
+        link = await console_connect(ticket.ssh, ticket.address, port)
     except (OSError, asyncio.TimeoutError) as exc:
         logger.warning("console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, port, exc)
         await _respond(writer, "502 Bad Gateway", "The VM's console does not accept connections.")

@@ -43,6 +43,7 @@ from console.hypervisor import (
     HypervisorUnavailable,
     hypervisor_for,
 )
+from console.hypervisor.ssh import ssh_target
 from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
 from console.sessions import console_sessions_sweep
 
@@ -337,4 +338,5 @@ def console_ticket_admit(
     ).update(connections=F("connections") + 1)
     if not admitted:
         raise TicketRefused(Refusal.EXHAUSTED)
+    ticket.ssh = ssh_target(ticket.vm.host)  # how the proxy reaches the console (None: directly)
     return ticket

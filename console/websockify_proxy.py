@@ -10,6 +10,8 @@ CONSOLE_RECHECK_SECONDS) doubles as the check that the user's right to the conso
 from __future__ import annotations
 
 import multiprocessing
+import socket
+import subprocess
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
@@ -17,6 +19,7 @@ from django.db import connections
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 from console.guard import recheck_one
+from console.hypervisor.ssh import ssh_options
 from console.models import ConsoleSession, ConsoleTicket
 from console.origins import origin_normalize
 from console.sessions import console_session_end, console_session_start
@@ -88,7 +91,10 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
         connections.close_all()
         reason = "closed"
         try:
-            super().new_websocket_client()
+            if self.ticket.ssh is None:
+                super().new_websocket_client()
+            else:
+                self._relay_through_ssh(self.ticket.ssh)
         except self.CClose as close:
             reason = str(close.args[1]) if len(close.args) > 1 else "closed"
             raise
@@ -102,6 +108,30 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
                 bytes_from_client=self.bytes_from_client,
                 reason=reason,
             )
+
+    def _relay_through_ssh(self, target) -> None:
+        """The console of a remote host, through `ssh -W` (OpenSSH's stdio forwarding) to the
+        port on the host's loopback: this process is one connection's, so one ssh is too."""
+        ours, theirs = socket.socketpair()
+        ssh = subprocess.Popen(
+            [
+                "ssh",
+                *ssh_options(target),
+                "-W",
+                f"{self.ticket.address}:{self.ticket.port}",
+                f"{target.user}@{target.hostname}",
+            ],
+            stdin=theirs,
+            stdout=theirs,
+            stderr=subprocess.DEVNULL,
+        )
+        theirs.close()
+        try:
+            self.do_proxy(ours)
+        finally:
+            ours.close()
+            ssh.terminate()
+            ssh.wait(5)
 
     def send_frames(self, bufs=None):
         self.bytes_to_client += sum(len(buf) for buf in bufs or ())

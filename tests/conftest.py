@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -68,3 +71,29 @@ def pytest_collection_modifyitems(items):
     """Browser tests last: Playwright's sync API keeps an event loop running in the main thread
     while its browser is open, which the other tests (rightly) cannot share."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+HV2_DIR = ROOT / "var" / "hv2"
+HV2_URI = "qemu+ssh://root@10.231.7.2/system"
+
+
+@pytest.fixture(scope="session")
+def hv2():
+    """A second real libvirt host (bin/hv2), started for the tests that need it and stopped after."""
+    if os.geteuid() != 0:
+        pytest.skip("the second host needs root (network namespaces)")
+    subprocess.run([str(ROOT / "bin" / "hv2"), "up"], check=True, timeout=120)
+    yield HV2_DIR
+    subprocess.run([str(ROOT / "bin" / "hv2"), "down"], timeout=120)
+
+
+@pytest.fixture
+def hv2_host(db, hv2) -> Host:
+    """hv2 as an admin adds it: its URI, the portal's key for it, and its host key."""
+    return Host.objects.create(
+        name="hv2",
+        uri=HV2_URI,
+        ssh_key_file=str(hv2 / "id_ed25519"),
+        ssh_host_key=(hv2 / "ssh_host_ed25519_key.pub").read_text(),
+    )

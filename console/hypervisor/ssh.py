@@ -99,3 +99,23 @@ def connect_uri(host) -> str:
         )
     )
     return f"qemu+libssh://{parts.netloc}{parts.path}?{query}"
+
+
+def ssh_options(target: SshTarget) -> list[str]:
+    """OpenSSH client options for a target: its key, its recorded host key only, no prompts."""
+    return [
+        "-i",
+        target.key_file,
+        "-p",
+        str(target.port),
+        "-o",
+        f"UserKnownHostsFile={target.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-F",
+        "/dev/null",
+    ]

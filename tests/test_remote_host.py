@@ -1,0 +1,110 @@
+"""A second real libvirt host (bin/hv2) reached over SSH: VMs there, consoles through SSH tunnels."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from console.hypervisor import HypervisorUnavailable, hypervisor_for
+from console.hypervisor.ssh import public_key_fingerprint
+from console.models import ConsoleSession, Host
+from console.tickets import console_ticket_issue
+from console.vms import vm_start, vm_statuses
+from portal.asgi import application
+from tests.conftest import domain_remove
+
+pytestmark = [pytest.mark.hypervisor, pytest.mark.hv2, pytest.mark.django_db(transaction=True)]
+
+GREETING = {"vnc": b"RFB 003.008\n", "spice": b"REDQ"}
+
+
+@pytest.fixture
+def hv2_vm(hv2_host, make_vm):
+    vm = make_vm(host=hv2_host)
+    yield vm
+    domain_remove(hv2_host, vm.name)
+
+
+def test_the_host_answers_with_its_version(hv2_host):
+    assert hypervisor_for(hv2_host).version().count(".") == 2
+
+
+def test_a_host_whose_key_differs_is_refused(hv2, db):
+    impostor_key = (hv2 / "id_ed25519.pub").read_text()  # any key but the host's own
+    host = Host.objects.create(
+        name="hv2-impostor",
+        uri="qemu+ssh://root@10.231.7.2:22/system",
+        ssh_key_file=str(hv2 / "id_ed25519"),
+        ssh_host_key=impostor_key,
+    )
+    with pytest.raises(HypervisorUnavailable) as refused:
+        hypervisor_for(host).version()
+    assert str(refused.value).startswith("hv2-impostor does not answer:")
+    assert public_key_fingerprint(impostor_key).startswith("SHA256:")
+
+
+def _console_first_bytes(user, vm, mode) -> bytes:
+    async def run():
+        client = Client()
+        await database_sync_to_async(client.force_login)(user)
+        session_key = client.cookies["sessionid"].value
+        issued = await database_sync_to_async(console_ticket_issue)(
+            user=user, vm=vm, origin="http://127.0.0.1:8000", session_key=session_key
+        )
+        comm = WebsocketCommunicator(
+            application,
+            f"/ws/console/{vm.id}/?token={issued.token}",
+            headers=[
+                (b"origin", b"http://127.0.0.1:8000"),
+                (b"host", b"127.0.0.1:8000"),
+                (b"cookie", f"sessionid={session_key}".encode()),
+            ],
+            subprotocols=["binary"],
+        )
+        comm.scope["client"] = ["127.0.0.1", 50000]
+        connected, _ = await comm.connect()
+        assert connected
+        if mode == "spice":  # SPICE waits for the client's link message; VNC greets first
+            import struct
+
+            body = struct.pack("<IBBIII", 0, 1, 0, 0, 0, 18)  # main channel, no capabilities
+            await comm.send_to(bytes_data=b"REDQ" + struct.pack("<III", 2, 2, len(body)) + body)
+        data = await comm.receive_from(timeout=10)
+        await comm.disconnect()
+        return data
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("mode", ["vnc", "spice"])
+def test_a_vm_on_the_remote_host_starts_there_and_its_console_comes_through_ssh(hv2_vm, user, mode):
+    hv2_vm.console_mode = mode
+    hv2_vm.save()
+    assert vm_start(vm=hv2_vm, user=user) == mode
+    status = vm_statuses([hv2_vm])[hv2_vm.id]
+    assert status.state == "running" and status.running_mode == mode
+    assert _console_first_bytes(user, hv2_vm, mode).startswith(GREETING[mode])
+    session = ConsoleSession.objects.get(vm=hv2_vm)
+    assert session.bytes_to_client >= 4 and session.ended_at is not None
+
+
+def test_a_host_down_does_not_take_the_others_down(hv2, hv2_host, make_vm, user, local_host):
+    import subprocess
+
+    remote = make_vm(host=hv2_host)
+    local = make_vm()
+    pid = int((hv2 / "run" / "libvirtd.pid").read_text())
+    subprocess.run(["kill", str(pid)], check=True)
+    try:
+        import time
+
+        time.sleep(1)
+        statuses = vm_statuses([remote, local])
+        assert isinstance(statuses[remote.id], HypervisorUnavailable)
+        assert str(statuses[remote.id]).startswith("hv2 does not answer")
+        assert statuses[local.id].state == "missing"  # the local host answers as ever (never started)
+    finally:
+        subprocess.run([str(hv2.parent.parent / "bin" / "hv2"), "up"], check=True)  # restarts what is missing
+    assert vm_statuses([remote])[remote.id].state == "missing"  # hv2 answers again; nothing restarted here
