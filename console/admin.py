@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Count
+from django.utils.html import format_html
 
 from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
+from console.hosts import host_check, host_checks, host_health, host_key_advice
 from console.hypervisor import HypervisorError
+from console.hypervisor.ssh import ssh_target
 from console.models import (
     ConsoleSession,
     ConsoleTicket,
@@ -134,7 +138,42 @@ class GlobalConfigChangeAdmin(ReadOnlyAdmin):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "uri", "console_listen_address", "console_client_address"]
+    list_display = ["name", "uri", "health", "vm_count", "console_listen_address"]
+    fieldsets = [
+        (None, {"fields": ["name", "uri"]}),
+        ("SSH (qemu+ssh:// hosts)", {"fields": ["ssh_key_file", "ssh_host_key"]}),
+        (
+            "Consoles",
+            {"fields": ["console_listen_address", "listen_on_all_interfaces", "console_client_address"]},
+        ),
+        ("SPICE TLS", {"fields": ["spice_ca_cert", "spice_host_subject"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(vms=Count("virtualmachine"))
+
+    def changelist_view(self, request, extra_context=None):
+        host_checks(list(Host.objects.all()))  # side by side, before the rows ask one by one
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="health")
+    def health(self, obj):
+        health = host_health(obj)
+        return format_html("{} {}", "✔" if health.ok else "✘", health.text)
+
+    @admin.display(description="VMs", ordering="vms")
+    def vm_count(self, obj):
+        return obj.vms
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        health = host_check(obj)
+        if health.ok:
+            self.message_user(request, f"Host {obj.name} answers: {health.text}.")
+            return
+        self.message_user(request, f"Saved, but host {health.text}", messages.WARNING)
+        if ssh_target(obj) is not None and not obj.ssh_host_key:
+            self.message_user(request, host_key_advice(obj), messages.WARNING)
 
 
 @admin.register(VirtualMachine)

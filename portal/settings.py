@@ -200,6 +200,22 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Set by bin/cluster: how many workers serve this portal. Several workers must share the
+# database (tickets, sessions) and the channel layer: SQLite and the in-memory layer are one
+# process's only.
+PORTAL_WORKERS = env_int("PORTAL_WORKERS", 1)
+if PORTAL_WORKERS > 1:
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        raise ImproperlyConfigured(
+            f"PORTAL_WORKERS={PORTAL_WORKERS}: several workers need a shared database; set "
+            "DATABASE_URL=postgres://USER@HOST/DB (SQLite is one machine's file, and one writer's)."
+        )
+    if not REDIS_URL:
+        raise ImproperlyConfigured(
+            f"PORTAL_WORKERS={PORTAL_WORKERS}: several workers need a shared channel layer; set "
+            "REDIS_URL=redis://HOST:6379/0 (the in-memory layer is one process's)."
+        )
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

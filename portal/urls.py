@@ -3,11 +3,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from console.views import console_ws_http
+from portal.health import healthz
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
     path("", include("console.urls")),
     # Served by the WebSocket router (console/routing.py); named here so pages can reverse it.
     path("ws/console/<int:vm_id>/", console_ws_http, name="console-ws"),

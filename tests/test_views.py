@@ -193,3 +193,29 @@ def test_the_sqlite_database_is_private(tmp_path):
     private_sqlite_file(str(path))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "db.sqlite3-wal").st_mode) == 0o600
+
+
+def test_healthz_answers_without_login(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.content == b"ok\n"
+
+
+@pytest.mark.parametrize(
+    "env, missing",
+    [
+        ({"PORTAL_WORKERS": "2"}, "DATABASE_URL=postgres"),
+        ({"PORTAL_WORKERS": "2", "DATABASE_URL": "postgres://postgres@127.0.0.1/x"}, "REDIS_URL=redis"),
+    ],
+)
+def test_several_workers_refuse_what_only_one_process_can_share(env, missing):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "REDIS_URL": "", **env},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and missing in result.stderr

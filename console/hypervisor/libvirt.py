@@ -151,11 +151,13 @@ class LibvirtHypervisor:
     # -- reads ---------------------------------------------------------------------------
 
     def version(self) -> str:
-        """The hypervisor's version, as a liveness check."""
+        """The libvirt and hypervisor versions, as a liveness check."""
+
+        def dotted(v: int) -> str:
+            return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
 
         def read(conn: libvirt.virConnect) -> str:
-            v = conn.getVersion()
-            return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+            return f"libvirt {dotted(conn.getLibVersion())}, {conn.getType()} {dotted(conn.getVersion())}"
 
         return self._call(read)
 
@@ -256,19 +258,22 @@ def _message(exc: libvirt.libvirtError) -> str:
     return (exc.get_error_message() or str(exc)).strip()
 
 
-_hypervisors: dict[tuple[str, str, str], LibvirtHypervisor] = {}
+_hypervisors: dict[tuple[str, ...], LibvirtHypervisor] = {}
 _hypervisors_lock = threading.Lock()
 
 
 def hypervisor_for(host) -> LibvirtHypervisor:
-    """The shared hypervisor (and so connection) of a `Host`, or of a bare libvirt URI."""
+    """The shared hypervisor (and so connection) of a `Host`, or of a bare libvirt URI.
+
+    A host whose URI, key or recorded host key changed gets a new connection: one made with
+    the old settings must not outlive them."""
     if isinstance(host, str):
-        key = (host, host, host)
+        key: tuple[str, ...] = (host, host, host)
     else:
         from console.hypervisor.ssh import connect_uri
 
-        key = (host.name, host.uri, connect_uri(host))
+        key = (host.name, host.uri, connect_uri(host), host.ssh_host_key.strip())
     with _hypervisors_lock:
         if key not in _hypervisors:
-            _hypervisors[key] = LibvirtHypervisor(*key)
+            _hypervisors[key] = LibvirtHypervisor(*key[:3])
         return _hypervisors[key]

@@ -30,6 +30,7 @@ class SshTarget:
     port: int
     key_file: str
     known_hosts: str  # path of a known_hosts file holding this host's key only
+    host_key: str = ""  # the recorded key itself: a changed key makes another target (connection)
 
 
 def host_transport(uri: str) -> str:
@@ -49,6 +50,7 @@ def ssh_target(host) -> SshTarget | None:
         port=parts.port or 22,
         key_file=host.ssh_key_file or settings.SSH_KEY_FILE,
         known_hosts=str(known_hosts_file(host)),
+        host_key=host.ssh_host_key.strip(),
     )
 
 
