@@ -1,0 +1,215 @@
+"""The scale-out set-up on real parts: two workers behind HAProxy on PostgreSQL and Redis
+(bin/cluster), and a VM on a second real libvirt host (bin/hv2) reached over SSH."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from bench.setup import free_port
+from tests.e2e.conftest import ARTIFACTS, PASSWORD, Portal, login, wait_for_canvas
+from tests.e2e.test_attacks import Browser
+from tests.e2e.test_browser_console import open_console_and_press_escape
+from tests.e2e.test_remote_viewer import download_vv, run_viewer
+
+ROOT = Path(__file__).resolve().parents[2]
+HV2 = ROOT / "var" / "hv2"
+pytestmark = [pytest.mark.hypervisor, pytest.mark.hv2, pytest.mark.browser]
+
+
+def _two_free_ports() -> int:
+    while True:
+        base = free_port()
+        try:
+            with __import__("socket").socket() as sock:
+                sock.bind(("127.0.0.1", base + 1))
+            return base
+        except OSError:
+            continue
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, hv2):
+    """bin/cluster up 2, on a database of its own; bin/cluster down after."""
+    port = free_port()
+    database = f"console_portal_e2e_{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "CLUSTER_DIR": str(tmp_path_factory.mktemp("cluster")),
+        "PORT": str(port),
+        "WORKER_BASE_PORT": str(_two_free_ports()),
+        "SPICE_PROXY_PORT": str(free_port()),
+        "CONSOLE_PROXY_PORT": str(free_port()),
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
+        "REDIS_URL": "redis://127.0.0.1:6379/6",
+        "DEMO_PASSWORD": PASSWORD,
+        "SECRET_KEY": secrets.token_hex(32),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
+        "CONSOLE_RECHECK_SECONDS": "1",
+        "CONSOLE_TICKET_SECONDS": "8",
+        "CONSOLE_TICKETS_PER_MINUTE_PER_VM": "200",
+        "CONSOLE_TICKETS_PER_MINUTE": "200",
+        "VV_PASSWORD_SECONDS": "30",
+    }
+    for name in ("CONSOLE_PROXY_URL", "SPICE_PROXY_URL", "PORTAL_WORKERS"):
+        env.pop(name, None)
+    subprocess.run([str(ROOT / "bin" / "cluster"), "up", "2"], env=env, check=True, timeout=300)
+    portal = Portal(url=f"http://127.0.0.1:{port}", env=env, vm_name="hv2-demo")
+    portal.manage(
+        "shell",
+        "-c",
+        "from console.models import Host, VirtualMachine as V; from django.contrib.auth.models import User; "
+        f"h = Host.objects.create(name='hv2', uri='qemu+ssh://root@10.231.7.2/system', "
+        f"ssh_key_file='{HV2 / 'id_ed25519'}', ssh_host_key=open('{HV2 / 'ssh_host_ed25519_key.pub'}').read()); "
+        "V.objects.create(name='hv2-demo', host=h, owner=User.objects.get(username='admin'), boot_menu=True)",
+    )
+    yield portal
+    subprocess.run([str(ROOT / "bin" / "cluster"), "down"], env=env, timeout=120)
+    for name in ("haproxy", "worker1", "worker2", "spiceproxy", "consoleproxy"):
+        log = Path(env["CLUSTER_DIR"]) / f"{name}.log"
+        if log.exists():
+            (ARTIFACTS / f"cluster-{name}.log").write_text(log.read_text())
+    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    subprocess.run(
+        [str(HV2 / "hv2-exec"), "virsh", "-c", "qemu:///system", "destroy", "hv2-demo"], capture_output=True
+    )
+    subprocess.run(
+        [str(HV2 / "hv2-exec"), "virsh", "-c", "qemu:///system", "undefine", "hv2-demo"], capture_output=True
+    )
+
+
+def _workers(cluster) -> list[psutil.Process]:
+    directory = Path(cluster.env["CLUSTER_DIR"])
+    return [psutil.Process(int((directory / f"worker{n}.pid").read_text())) for n in (1, 2)]
+
+
+def _start_on_hv2(page, cluster, mode: str) -> None:
+    cluster.manage(
+        "shell",
+        "-c",
+        f"from console.models import VirtualMachine as V; V.objects.filter(name='hv2-demo').update(console_mode='{mode}')",
+    )
+    login(page, cluster)
+    page.goto(f"{cluster.url}/vms/{cluster.vm_id()}/")
+    assert "hv2" in page.inner_text("main")
+    button = "Reboot" if page.locator("button:has-text('Reboot')").count() else "Start"
+    page.click(f"button:has-text('{button}')")
+    page.wait_for_selector(".messages >> text=console")
+    assert f"{mode.upper()} console" in page.inner_text(".messages")
+
+
+@pytest.mark.parametrize("mode", ["spice", "vnc"])
+def test_a_console_of_a_vm_on_the_second_host_through_haproxy(page, cluster, mode):
+    _start_on_hv2(page, cluster, mode)
+    open_console_and_press_escape(page, cluster, mode)
+    page.goto(f"{cluster.url}/")  # HAProxy logs a WebSocket when it ends
+    time.sleep(1)
+    log = (Path(cluster.env["CLUSTER_DIR"]) / "haproxy.log").read_text()
+    assert "/ws/console/" in log and "token=" not in log  # HAProxy's log keeps no ticket
+
+
+def test_a_ticket_issued_by_one_worker_is_admitted_by_the_other(cluster):
+    browser = Browser(cluster)
+    browser.running_vm()  # the demo VM, on the local host
+    ticket = browser.ticket()
+    w1, w2 = (f"127.0.0.1:{int(cluster.env['WORKER_BASE_PORT']) + n}" for n in (0, 1))
+    for worker in (w1, w2):
+        url = f"ws://{worker}{ticket['wsPath']}?token={ticket['token']}"
+        with connect(url, origin=cluster.url, additional_headers={"Cookie": browser.cookie()}) as ws:
+            assert ws.recv(timeout=10).startswith(b"RFB ")  # admitted, relayed
+    time.sleep(9)  # CONSOLE_TICKET_SECONDS=8 here
+    url = f"ws://{w2}{ticket['wsPath']}?token={ticket['token']}"
+    with connect(url, origin=cluster.url, additional_headers={"Cookie": browser.cookie()}) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 4004  # expired, whichever worker is asked
+
+
+def test_killing_the_serving_worker_costs_a_reconnect_and_no_record(page, cluster):
+    _start_on_hv2(page, cluster, "vnc")
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    wait_for_canvas(page, "#vnc-screen canvas", lambda s: s["colours"] >= 2)
+    before = cluster.manage(
+        "shell", "-c", "from console.models import ConsoleSession as S; print(S.objects.count())"
+    )
+    first_count = int(before.strip().splitlines()[-1])
+    # The session record names the worker relaying it.
+    out = cluster.manage(
+        "shell",
+        "-c",
+        "from console.models import ConsoleSession as S; "
+        "print(S.objects.get(ended_at__isnull=True, vm__name='hv2-demo', via='channels').worker)",
+    )
+    serving = psutil.Process(int(out.strip().splitlines()[-1].rsplit(":", 1)[1]))
+    assert serving in _workers(cluster)
+    serving.send_signal(signal.SIGKILL)
+    page.wait_for_selector("#status.connected", timeout=30000)  # through the other worker
+    wait_for_canvas(page, "#vnc-screen canvas", lambda s: s["colours"] >= 2)
+    deadline = time.monotonic() + 45
+    while True:
+        out = cluster.manage(
+            "shell",
+            "-c",
+            "import json; from console.models import ConsoleSession as S; "
+            "print(json.dumps(list(S.objects.order_by('id').values_list('end_reason', 'worker'))[-2:]))",
+        )
+        rows = __import__("json").loads(out.strip().splitlines()[-1])
+        if rows[0][0] == "worker lost":
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(1)
+    assert rows[1][0] == "" and rows[0][1] != rows[1][1]  # the new one open, on another worker
+    subprocess.run([str(ROOT / "bin" / "cluster"), "up", "2"], env=cluster.env, check=True, timeout=120)
+
+
+def test_the_second_host_down_leaves_the_first_hosts_vms_working(cluster):
+    browser = Browser(cluster)
+    hv2_vm = cluster.vm_id()
+    local_vm = browser.vm_id = int(
+        cluster.manage(
+            "shell",
+            "-c",
+            "from console.models import VirtualMachine as V; print(V.objects.get(name='demo').pk)",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    pid = int((HV2 / "run" / "libvirtd.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    try:
+        time.sleep(1)
+        page = browser.http.get(f"{cluster.url}/vms/{hv2_vm}/")
+        assert page.status_code == 503 and "hv2" in page.text
+        assert browser.http.get(f"{cluster.url}/vms/{local_vm}/").status_code == 200
+        assert browser.http.get(f"{cluster.url}/").status_code == 503  # the list says which host is down
+    finally:
+        subprocess.run([str(ROOT / "bin" / "hv2"), "up"], check=True, timeout=120)
+    deadline = time.monotonic() + 30
+    while browser.http.get(f"{cluster.url}/vms/{hv2_vm}/").status_code != 200:
+        assert time.monotonic() < deadline, "hv2's VM did not come back"
+        time.sleep(1)
+
+
+@pytest.mark.viewer
+def test_a_vv_of_the_second_hosts_vm_opens_in_remote_viewer_through_the_spice_proxy(
+    page, cluster, xvfb, tmp_path
+):
+    _start_on_hv2(page, cluster, "spice")
+    vv = download_vv(page, tmp_path)
+    assert "proxy=http://127.0.0.1:" in vv.read_text()
+    dark, png = run_viewer(vv, xvfb, "remote-viewer-hv2", expect_screen=True, timeout=25)
+    assert dark > 200_000, f"remote-viewer did not show the VM's screen (see {png})"
