@@ -182,9 +182,23 @@ def main() -> None:
         action="store_true",
         help="instead: SESSIONS x 1 Mbit/s for MINUTES through Daphne (memory, round trip, errors)",
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead: SSH tunnel vs direct, 1 vs 2 workers behind HAProxy (needs root, PostgreSQL, Redis)",
+    )
     parser.add_argument("--sessions", type=int, default=500, help="soak sessions (default 500)")
     parser.add_argument("--minutes", type=float, default=10, help="soak length (default 10)")
     args = parser.parse_args()
+    if args.scale:
+        from bench.scale import scale, scale_table
+
+        result = asyncio.run(scale(args.short))
+        print(scale_table(result))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({k: v for k, v in result.items()}, handle, indent=2, default=str)
+        return
     if args.soak:
         from bench.soak import soak, soak_table
 

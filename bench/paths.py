@@ -20,6 +20,8 @@ class Path:
     origin: str = ""
     cookie: str = ""
     ticket_kind: str = "browser"
+    # Where its tickets lead, when not to the world's VM and backend (a VM on another host).
+    target: dict | None = None
 
     async def connect(self, token: str | None = None) -> Conn:
         path = None if self.ws_path is None else self.ws_path.format(token=token)

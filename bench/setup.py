@@ -100,18 +100,19 @@ class World:
 
         tokens = [secrets.token_hex(24) for _ in range(count)]
         expires = timezone.now() + timedelta(seconds=seconds)
+        target = path.target or {"vm_id": self.vm_id, "port": self.backend_port, "domain_id": self.domain_id}
         ConsoleTicket.objects.bulk_create(
             ConsoleTicket(
                 token_hash=token_hash(token),
                 user_id=self.user_id,
-                vm_id=self.vm_id,
+                vm_id=target["vm_id"],
                 kind=path.ticket_kind,
                 origin=path.origin,
                 auth_hash=self.auth_hash,
-                domain_id=self.domain_id,
+                domain_id=target["domain_id"],
                 protocol="vnc",
                 address="127.0.0.1",
-                port=self.backend_port,
+                port=target["port"],
                 expires_at=expires,
                 max_connections=max_connections,
             )
