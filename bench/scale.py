@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,11 +44,22 @@ def _tunnel_target(world: World) -> tuple[dict, subprocess.Popen]:
     subprocess.run([str(ROOT / "bin" / "hv2"), "up"], check=True, capture_output=True)
     port = 17000 + secrets.randbelow(2000)
     backend = subprocess.Popen(
-        [str(HV2 / "hv2-exec"), sys.executable, "-m", "bench.backend", str(port)],
+        # hv2-exec starts in hv2's namespaces with a clean environment (and not in this folder).
+        [
+            str(HV2 / "hv2-exec"),
+            "sh",
+            "-c",
+            f'cd "{ROOT}" && exec "{sys.executable}" -m bench.backend {port}',
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    probe = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+    for _ in range(100):  # the stand-in listens on hv2's loopback, seen from inside hv2
+        if subprocess.run([str(HV2 / "hv2-exec"), "bash", "-c", probe], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
     host = Host.objects.create(
         name="bench-hv2",
         uri="qemu+ssh://root@10.231.7.2/system",
@@ -123,6 +135,8 @@ async def workers(world: World, counts: list[int], ladder: list[int], samples: i
             "CONSOLE_PROXY_PORT": str(free_port()),
             "DATABASE_URL": world.env["DATABASE_URL"],
             "REDIS_URL": "redis://127.0.0.1:6379/7",
+            # The "direct" figure asks a worker by its own address, from the page's origin.
+            "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         subprocess.run(

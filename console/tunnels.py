@@ -20,6 +20,7 @@ from console.relay import CONNECT_TIMEOUT, READ_SIZE, WRITE_HIGH_WATER, ConsoleL
 logger = logging.getLogger(__name__)
 
 SSH_KEEPALIVE_SECONDS = 15
+COALESCE_FROM = 16 * 1024
 
 
 class TunnelLink(ConsoleLink):
@@ -52,6 +53,11 @@ class TunnelLink(ConsoleLink):
             self._reader = asyncio.get_running_loop().create_future()
             await self._reader
             self._reader = None
+        if len(self._pending) >= COALESCE_FROM:
+            # A bulk transfer (a screen update) arrives in 32 KiB SSH packets: one more loop
+            # turn lets the next ones join this read, so the browser gets fewer, larger
+            # messages. Small (interactive) ones go at once.
+            await asyncio.sleep(0)
         data = bytes(self._pending)
         self._pending.clear()
         if self._paused and not self._eof:
@@ -84,12 +90,33 @@ class SshTunnels:
                     keepalive_interval=SSH_KEEPALIVE_SECONDS,
                     agent_path=None,
                     config=None,
+                    # AES-GCM first: with AES-NI it relayed 5.3 Gbit/s here, chacha20 4.0.
+                    encryption_algs=[
+                        "aes128-gcm@openssh.com",
+                        "aes256-gcm@openssh.com",
+                        "chacha20-poly1305@openssh.com",
+                        "aes128-ctr",
+                    ],
                 ),
                 CONNECT_TIMEOUT,
             )
+            await self._interactive(conn)
             self._connections[target] = conn
             logger.info("SSH connection to %s@%s:%s for consoles", target.user, target.hostname, target.port)
             return conn
+
+    @staticmethod
+    async def _interactive(conn: asyncssh.SSHClientConnection) -> None:
+        """Make sshd send without delay. OpenSSH turns Nagle's algorithm off only for
+        connections with an interactive session; on a forwarding-only connection each console's
+        first bytes waited for a delayed ACK: 43.7 ms to the VNC greeting here, against 0.3-1.4 ms
+        once one PTY session (an idle `cat`) is open on the connection."""
+        try:
+            conn.portal_pty = await asyncio.wait_for(
+                conn.create_process("cat", term_type="dumb"), CONNECT_TIMEOUT
+            )
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            logger.warning("no interactive SSH session (consoles start ~40 ms slower): %s", exc)
 
     async def open(self, target: SshTarget, address: str, port: int) -> TunnelLink:
         """A channel to address:port as seen from the host; OSError when it cannot be had."""

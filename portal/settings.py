@@ -256,6 +256,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "console": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False},
+        # One line per SSH channel at INFO: a line per console connection to a remote host.
+        "asyncssh": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 # Static files are served by portal/static.py, in front of Django, from the finders'
