@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from bench.setup import BIN, World, free_port
+from bench.setup import BIN, World, daphne_argv, free_port
 from bench.wsclient import Conn, open_conn
 
 
@@ -84,16 +84,7 @@ def paths_start(world: World) -> list[Path]:
     daphne = world.spawn(
         "daphne",
         # Exactly as `make run` serves the portal.
-        [
-            sys.executable,
-            "-m",
-            "portal.daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(daphne_port),
-            "portal.asgi:application",
-        ],
+        daphne_argv(daphne_port),
         daphne_port,
     )
     origin = f"http://127.0.0.1:{daphne_port}"

@@ -79,6 +79,10 @@ class Conn(asyncio.Protocol):
                 self.transport.close()
             elif opcode in (0, 2):
                 self._payload(buf[pos + header : pos + header + b1])
+            elif opcode == 9 and self.ws:
+                # Answer pings as browsers do: servers close sessions that never answer
+                # (Daphne pings after 20 s of silence from the client and gives up 30 s later).
+                self.transport.write(control(0xA, bytes(buf[pos + header : pos + header + b1])))
             pos += header + b1
         del buf[:pos]
 
@@ -119,6 +123,11 @@ class Conn(asyncio.Protocol):
         if self.ws and not self.transport.is_closing():
             self.transport.write(b"\x88\x82" + b"\x00\x00\x00\x00" + (1000).to_bytes(2, "big"))
         self.transport.close()
+
+
+def control(opcode: int, payload: bytes) -> bytes:
+    """A masked control frame (payload under 126 bytes), with an all-zero mask."""
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + bytes(4) + payload
 
 
 def frame(payload: bytes) -> bytes:

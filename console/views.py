@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user
 from console.hypervisor import HypervisorError, HypervisorUnavailable
+from console.hypervisor.ssh import ssh_target
 from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
 from console.origins import request_origin
 from console.preload import module_graph
@@ -188,6 +190,32 @@ def console_ws_http(request, vm_id: int):
 VV_MAX_CONNECTIONS = 16  # remote-viewer opens a channel each for display, inputs, cursor, audio, USB...
 
 
+def vv_unreachable(vm, protocol: str) -> str:
+    """Why a .vv file for this VM could not reach its console, if it could not: consoles of
+    remote hosts listen on that host's loopback, which only the portal's proxies reach."""
+    if ssh_target(vm.host) is None or not ipaddress_is_loopback(vm.host.console_client_address):
+        return ""
+    if protocol == "spice" and not settings.SPICE_PROXY_URL:
+        return (
+            f"{vm.name} runs on {vm.host.name}, whose consoles are reachable only through the "
+            "portal's SPICE proxy, and none is configured (SPICE_PROXY_URL). Use the browser console."
+        )
+    if protocol == "vnc":
+        return (
+            f"{vm.name} runs on {vm.host.name} with a VNC console, which virt-viewer cannot reach: "
+            "it listens on that host's loopback and remote-viewer takes no proxy for VNC. Use the "
+            "browser console, or restart the VM with SPICE."
+        )
+    return ""
+
+
+def ipaddress_is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 @login_required
 @require_POST
 def vm_console_vv(request, vm_id: int):
@@ -197,6 +225,14 @@ def vm_console_vv(request, vm_id: int):
     if request.POST.get("preferences") == "1":  # the form's checkbox, remembered for next time
         preference.vv_fullscreen = request.POST.get("fullscreen") == "1"
         preference.save(update_fields=["vv_fullscreen"])
+    try:
+        problem = vv_unreachable(vm, console_endpoint(vm)[0].type)
+    except ConsoleUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect(vm)
+    if problem:
+        messages.error(request, problem)
+        return redirect(vm)
     try:
         issued = console_ticket_issue(
             user=request.user,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.browser import CHROMIUM, CHROMIUM_ARGS
-from bench.setup import free_port, wait_for_port
+from bench.setup import daphne_argv, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -62,16 +62,7 @@ class Portal:
                 "portal.asgi:application",
             ]
         else:
-            argv = [
-                sys.executable,
-                "-m",
-                "portal.daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "portal.asgi:application",
-            ]
+            argv = daphne_argv(port)
         self.start(name, argv, port, extra_env)
         return Portal(
             url=f"http://127.0.0.1:{port}",
@@ -120,17 +111,7 @@ def portal(tmp_path_factory):
     portal = Portal(url=f"http://127.0.0.1:{port}", env=env, vm_name=f"e2e-{uuid.uuid4().hex[:8]}")
     portal.manage("migrate", "-v0")
     portal.manage("demosetup", "--vm-name", portal.vm_name)
-    daphne = [
-        sys.executable,
-        "-m",
-        "portal.daphne",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "portal.asgi:application",
-    ]
-    portal.start("daphne", daphne, port)
+    portal.start("daphne", daphne_argv(port), port)
     yield portal
     for process in portal.processes:
         process.terminate()

@@ -211,3 +211,25 @@ def test_a_vv_of_the_second_hosts_vm_opens_in_remote_viewer_through_the_spice_pr
     assert "proxy=http://127.0.0.1:" in vv.read_text()
     dark, png = run_viewer(vv, xvfb, "remote-viewer-hv2", expect_screen=True, timeout=25)
     assert dark > 200_000, f"remote-viewer did not show the VM's screen (see {png})"
+
+
+def test_websockify_reaches_the_second_hosts_console_through_ssh(page, cluster):
+    _start_on_hv2(page, cluster, "vnc")
+    proxy_port = cluster.env["CONSOLE_PROXY_PORT"]
+    out = cluster.manage(
+        "shell",
+        "-c",
+        "from console.models import VirtualMachine as V; from console.tickets import console_ticket_issue; "
+        "vm = V.objects.get(name='hv2-demo'); "
+        f"print(console_ticket_issue(user=vm.owner, vm=vm, kind='websockify', origin='{cluster.url}').token)",
+    )
+    token = out.strip().splitlines()[-1]
+    with connect(f"ws://127.0.0.1:{proxy_port}/?token={token}", origin=cluster.url) as ws:
+        assert ws.recv(timeout=10).startswith(b"RFB ")  # hv2's VNC server, through ssh -W
+
+
+def test_a_vnc_vv_for_the_second_host_says_plainly_why_it_cannot_work(page, cluster):
+    _start_on_hv2(page, cluster, "vnc")
+    page.click("button:has-text('Download .vv')")
+    page.wait_for_selector(".messages .error")
+    assert "remote-viewer takes no proxy for VNC" in page.inner_text(".messages")
