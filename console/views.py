@@ -190,11 +190,13 @@ def console_ws_http(request, vm_id: int):
 VV_MAX_CONNECTIONS = 16  # remote-viewer opens a channel each for display, inputs, cursor, audio, USB...
 
 
-def vv_unreachable(vm, protocol: str) -> str:
+def vv_unreachable(vm) -> str:
     """Why a .vv file for this VM could not reach its console, if it could not: consoles of
-    remote hosts listen on that host's loopback, which only the portal's proxies reach."""
+    remote hosts listen on that host's loopback, which only the portal's proxies reach. Asked
+    before a ticket is issued, so a refusal rotates no password."""
     if ssh_target(vm.host) is None or not ipaddress_is_loopback(vm.host.console_client_address):
         return ""
+    protocol = console_endpoint(vm)[0].type
     if protocol == "spice" and not settings.SPICE_PROXY_URL:
         return (
             f"{vm.name} runs on {vm.host.name}, whose consoles are reachable only through the "
@@ -226,7 +228,7 @@ def vm_console_vv(request, vm_id: int):
         preference.vv_fullscreen = request.POST.get("fullscreen") == "1"
         preference.save(update_fields=["vv_fullscreen"])
     try:
-        problem = vv_unreachable(vm, console_endpoint(vm)[0].type)
+        problem = vv_unreachable(vm)
     except ConsoleUnavailable as exc:
         messages.error(request, str(exc))
         return redirect(vm)
