@@ -91,16 +91,25 @@ class ConsoleLink(asyncio.BufferedProtocol):
 
     # -- for the proxies -------------------------------------------------------------------
 
-    async def read(self) -> bytes:
-        """The next chunk the console sent (at most READ_SIZE); b"" once it closed."""
-        while not self._filled:
+    async def _data_or_eof(self) -> bool:
+        """Wait until something was received (True) or the console closed (False)."""
+        while not self._received():
             if self._eof:
                 if self._lost is not None:
                     raise ConnectionError(str(self._lost))
-                return b""
+                return False
             self._reader = asyncio.get_running_loop().create_future()
             await self._reader
             self._reader = None
+        return True
+
+    def _received(self) -> int:
+        return self._filled
+
+    async def read(self) -> bytes:
+        """The next chunk the console sent (at most READ_SIZE); b"" once it closed."""
+        if not self._filled and not await self._data_or_eof():
+            return b""
         size = len(self._buffer)
         data = bytes(self._buffer[: self._filled])
         if self._filled == size and size < READ_SIZE:

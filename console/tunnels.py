@@ -44,15 +44,12 @@ class TunnelLink(ConsoleLink):
             self.transport.pause_reading()  # until read() takes it
         self._wake_reader()
 
+    def _received(self) -> int:
+        return len(self._pending)
+
     async def read(self) -> bytes:
-        while not self._pending:
-            if self._eof:
-                if self._lost is not None:
-                    raise ConnectionError(str(self._lost))
-                return b""
-            self._reader = asyncio.get_running_loop().create_future()
-            await self._reader
-            self._reader = None
+        if not self._pending and not await self._data_or_eof():
+            return b""
         if len(self._pending) >= COALESCE_FROM:
             # A bulk transfer (a screen update) arrives in 32 KiB SSH packets: one more loop
             # turn lets the next ones join this read, so the browser gets fewer, larger
