@@ -109,6 +109,54 @@ async def tunnel_vs_direct(world: World, paths: list[Path], repeats: int) -> dic
         _in_thread(hypervisor_for(vm.host).undefine, vm.name)
 
 
+def first_frames_remote(world: World, paths: list[Path], repeats: int) -> dict:
+    """Page -> first drawn frame in Chromium for a VM on this host and one on hv2 (through the
+    SSH tunnel), SPICE and VNC, through the portal on Daphne."""
+    from django.conf import settings
+    from playwright.sync_api import sync_playwright
+
+    from bench.browser import CHROMIUM, CHROMIUM_ARGS, _time_to_first_frame
+    from console.hypervisor import hypervisor_for
+    from console.models import Host, VirtualMachine
+    from console.vms import vm_start
+
+    daphne = next(p for p in paths if p.name == "Channels on Daphne")
+    local, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
+    remote = Host.objects.get(name="bench-hv2")
+    vms = {
+        (where, mode): VirtualMachine.objects.create(
+            name=f"bench-ff-{where}-{mode}-{uuid.uuid4().hex[:4]}",
+            owner_id=world.user_id,
+            host=host,
+            console_mode=mode,
+            boot_menu=True,
+        )
+        for where, host in (("local", local), ("hv2", remote))
+        for mode in ("spice", "vnc")
+    }
+    results: dict[str, list[float]] = {}
+    try:
+        for vm in vms.values():
+            _in_thread(vm_start, vm=vm, user=vm.owner)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for _ in range(repeats):
+                for (where, mode), vm in vms.items():
+                    url = f"http://127.0.0.1:{daphne.port}/vms/{vm.id}/console/"
+                    results.setdefault(f"ttff_{mode}_{where}_ms", []).append(
+                        _time_to_first_frame(browser, url, world.cookie)
+                    )
+            browser.close()
+    finally:
+        for vm in vms.values():
+            for call in (hypervisor_for(vm.host).destroy, hypervisor_for(vm.host).undefine):
+                try:
+                    _in_thread(call, vm.name)
+                except Exception:  # noqa: BLE001 - best effort clean-up
+                    pass
+    return results
+
+
 def _two_ports() -> int:
     while True:
         base = free_port()
@@ -169,9 +217,12 @@ async def scale(short: bool) -> dict:
     try:
         paths = paths_start(world)
         tunnel = await tunnel_vs_direct(world, paths, 1 if short else 3)
+        import asyncio
+
+        frames = await asyncio.to_thread(first_frames_remote, world, paths, 1 if short else 5)
         ladder = [5, 10] if short else [100, 200, 400, 700, 1000]
         cluster = await workers(world, [1, 2], ladder, 100 if short else 500)
-        return {"tunnel": tunnel, "workers": cluster}
+        return {"tunnel": tunnel, "frames": frames, "workers": cluster}
     finally:
         world.stop()
         from django.db import connections
@@ -197,6 +248,9 @@ def scale_table(result: dict) -> str:
         values = [statistics.median(result["tunnel"][n][key]) for n in names]
         ratio = f" ({values[1] / values[0]:.2f}x)" if values[0] else ""
         lines.append(f"{label:28}" + "".join(f"{v:>30.3f}" for v in values) + ratio)
+    lines.append("Browser, page -> first frame through the portal on Daphne (median ms):")
+    for key, values in result.get("frames", {}).items():
+        lines.append(f"  {key:28} {statistics.median(values):8.0f}  ({min(values):.0f}-{max(values):.0f})")
     lines.append("Workers behind HAProxy (on PostgreSQL and Redis):")
     for name, row in result["workers"].items():
         parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
