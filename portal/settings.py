@@ -95,6 +95,18 @@ PORT = env_int("PORT", 8000)
 LIBVIRT_URI = env_str("LIBVIRT_URI", default_libvirt_uri())
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "")
 
+
+def default_guest_dir() -> str:
+    """Where bin/setup puts the demo guest's kernel and initramfs: for the system daemon, its
+    own boot directory, which QEMU (user libvirt-qemu) can reach wherever the checkout is."""
+    if LIBVIRT_URI == "qemu:///system":
+        return "/var/lib/libvirt/boot/console-portal"
+    return str(VAR_DIR / "guest")
+
+
+# The demo guest (bin/build-guest); the same path on every host (bin/hv2 copies it there).
+GUEST_DIR = env_str("GUEST_DIR", default_guest_dir())
+
 # How long a console ticket admits new connections, and how many it admits (spice-html5 opens
 # one WebSocket per SPICE channel, so one ticket must admit several: main, display, inputs,
 # cursor, playback, record, ports, and a reconnect or two).
