@@ -56,13 +56,17 @@ def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
     return get_user(request)
 
 
-def _admit(*, headers, token: str, vm_id: int, origin: str):
-    """Who is asking and whether their ticket admits them, in one trip to the database."""
-    user = user_from_session_cookie(headers)
+def websocket_admit(*, scope, kind: str = ConsoleTicket.Kind.BROWSER) -> ConsoleTicket:
+    """Who is asking and whether their ticket admits them (blocking: the database, libvirt)."""
+    origin = websocket_origin_allowed(scope)
+    if origin is None:
+        raise TicketRefused(Refusal.FOREIGN_ORIGIN)
+    user = user_from_session_cookie(scope.get("headers", []))
     if not user.is_authenticated:
         raise TicketRefused(Refusal.NOT_LOGGED_IN)
+    token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
     return console_ticket_admit(
-        token=token, kind=ConsoleTicket.Kind.BROWSER, origin=origin, user=user, vm_id=vm_id
+        token=token, kind=kind, origin=origin, user=user, vm_id=scope["url_route"]["kwargs"]["vm_id"]
     )
 
 
@@ -166,14 +170,7 @@ class ConsoleProxyConsumer:
             self.session_id = None
 
     async def _admit(self):
-        headers = self.scope.get("headers", [])
-        origin = websocket_origin_allowed(self.scope)
-        if origin is None:
-            raise TicketRefused(Refusal.FOREIGN_ORIGIN)
-        token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
-        return await database_sync_to_async(_admit)(
-            headers=headers, token=token, vm_id=self.scope["url_route"]["kwargs"]["vm_id"], origin=origin
-        )
+        return await database_sync_to_async(websocket_admit)(scope=self.scope)
 
     async def _right_gone(self, refusal: Refusal) -> None:
         """The guard found the user's right to this console gone: end it, saying why."""

@@ -19,6 +19,7 @@ UTC = timezone.utc
 LOCKED_UNTIL = "2001-01-01T00:00:00"
 BOOT_MENU_TIMEOUT_MS = 30000
 VNC_PASSWORD_MAX = 8
+USB_REDIRECTION_CHANNELS = 2  # USB devices a SPICE client can redirect at once
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -32,6 +33,10 @@ class DomainSpec(Protocol):
     memory_mib: int
     disk_image: str
     boot_menu: bool
+    kernel: str
+    initrd: str
+    kernel_cmdline: str
+    serial_console: bool
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,16 @@ def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password
 
     os_ = _sub(domain, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
-    _sub(os_, "boot", dev="hd")
-    if vm.boot_menu:
-        _sub(os_, "bootmenu", enable="yes", timeout=str(BOOT_MENU_TIMEOUT_MS))
+    if vm.kernel:  # direct kernel boot: QEMU loads the kernel, no firmware menu to show
+        _sub(os_, "kernel", _text(vm.kernel, "kernel"))
+        if vm.initrd:
+            _sub(os_, "initrd", _text(vm.initrd, "initrd"))
+        if vm.kernel_cmdline:
+            _sub(os_, "cmdline", _text(vm.kernel_cmdline, "kernel command line"))
+    else:
+        _sub(os_, "boot", dev="hd")
+        if vm.boot_menu:
+            _sub(os_, "bootmenu", enable="yes", timeout=str(BOOT_MENU_TIMEOUT_MS))
     features = _sub(domain, "features")
     _sub(features, "acpi")
     _sub(domain, "on_poweroff", "destroy")
@@ -93,6 +105,15 @@ def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password
         _sub(disk, "driver", name="qemu", type="qcow2")
         _sub(disk, "source", file=_text(vm.disk_image, "disk image"))
         _sub(disk, "target", dev="vda", bus="virtio")
+    if vm.serial_console:
+        # A pty-backed serial port, and the console that libvirt's console stream API opens.
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "target", port="0")
+        console = _sub(devices, "console", type="pty")
+        _sub(console, "target", type="serial", port="0")
+    if mode == "spice":
+        # USB 3 for the tablet and for redirecting the client's USB devices (.vv enable-usbredir).
+        _sub(devices, "controller", type="usb", model="qemu-xhci")
     # An absolute pointer, so the browser's and virt-viewer's mouse lines up with the guest's.
     _sub(devices, "input", type="tablet", bus="usb")
 
@@ -111,11 +132,35 @@ def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password
     video = _sub(devices, "video")
     if mode == "spice":
         _sub(video, "model", type="qxl")
+        # The desktop devices SPICE was chosen for: the guest agent's channel (clipboard,
+        # resolution), sound played and recorded through the SPICE client, USB redirection.
         channel = _sub(devices, "channel", type="spicevmc")
         _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
+        sound = _sub(devices, "sound", model="ich9")
+        _sub(sound, "audio", id="1")
+        _sub(devices, "audio", id="1", type="spice")
+        for _ in range(USB_REDIRECTION_CHANNELS):
+            _sub(devices, "redirdev", bus="usb", type="spicevmc")
     else:
         _sub(video, "model", type="vga")
+        # QEMU's own clipboard agent: the VNC client's clipboard reaches a guest running
+        # spice-vdagent, without SPICE.
+        channel = _sub(devices, "channel", type="qemu-vdagent")
+        source = _sub(channel, "source")
+        _sub(source, "clipboard", copypaste="yes")
+        _sub(source, "mouse", mode="client")
+        _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
+    _sub(devices, "memballoon", model="none")
     return ET.tostring(domain, encoding="unicode")
+
+
+def has_serial_console(live_xml: str) -> bool:
+    """Whether a domain's XML has a console on a serial port, which libvirt's stream API opens."""
+    root = ET.fromstring(live_xml)
+    return any(
+        console.find("target") is None or console.find("target").get("type", "serial") == "serial"
+        for console in root.iterfind("./devices/console")
+    )
 
 
 def _graphics_element(live_xml: str) -> ET.Element | None:

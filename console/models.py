@@ -61,6 +61,14 @@ class ConsoleMode(models.TextChoices):
     SPICE = "spice", "SPICE"
 
 
+class ConsoleProtocol(models.TextChoices):
+    """What a console ticket or session carries: a graphical console, or the serial console."""
+
+    VNC = "vnc", "VNC"
+    SPICE = "spice", "SPICE"
+    SERIAL = "serial", "serial console"
+
+
 class ConsoleModeChoice(models.TextChoices):
     INHERIT = "inherit", "Inherit (kvm.consoleMode)"
     VNC = "vnc", "VNC"
@@ -182,9 +190,18 @@ libvirt_name_validator = RegexValidator(
 )
 
 
-def validate_disk_image(value: str) -> None:
-    if not value.startswith("/") or "\x00" in value or "\n" in value or "/../" in f"{value}/":
-        raise ValidationError("Give an absolute path to the disk image on the host, without '..'.")
+def validate_host_path(value: str) -> None:
+    """An absolute path of a file on the host: no '..', nothing XML cannot carry."""
+    if not value.startswith("/") or any(c < " " for c in value) or "/../" in f"{value}/":
+        raise ValidationError("Give an absolute path of a file on the host, without '..'.")
+
+
+validate_disk_image = validate_host_path  # the name migration 0001 refers to
+
+
+def validate_kernel_cmdline(value: str) -> None:
+    if any(c < " " or c == "\x7f" for c in value):
+        raise ValidationError("The kernel command line is one line of printable characters.")
 
 
 class VirtualMachineQuerySet(models.QuerySet):
@@ -220,6 +237,27 @@ class VirtualMachine(models.Model):
     boot_menu = models.BooleanField(
         default=False, help_text="Show the firmware's boot menu prompt for 30 s at start."
     )
+    kernel = models.CharField(
+        max_length=1024,
+        blank=True,
+        validators=[validate_host_path],
+        help_text="Absolute path of a kernel on the host, to boot it directly (no firmware, no "
+        "boot menu); empty to boot the disk image.",
+    )
+    initrd = models.CharField(
+        max_length=1024, blank=True, validators=[validate_host_path], help_text="Its initramfs, if any."
+    )
+    kernel_cmdline = models.CharField(
+        "kernel command line",
+        max_length=512,
+        blank=True,
+        validators=[validate_kernel_cmdline],
+        help_text="For a serial console, include console=ttyS0 (e.g. 'console=tty0 console=ttyS0').",
+    )
+    serial_console = models.BooleanField(
+        default=True,
+        help_text="Give the VM a serial port that users can open in the browser (the serial console).",
+    )
     console_mode = models.CharField(
         max_length=8, choices=ConsoleModeChoice.choices, default=ConsoleModeChoice.INHERIT
     )
@@ -244,6 +282,10 @@ class VirtualMachine(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("console:vm-detail", args=[self.pk])
+
+    def clean(self) -> None:
+        if (self.initrd or self.kernel_cmdline) and not self.kernel:
+            raise ValidationError({"kernel": "An initramfs or a command line needs a kernel to boot."})
 
     def usable_by(self, user) -> bool:
         """The row-level form of `VirtualMachineQuerySet.visible_to`: owner or staff, active."""
@@ -289,12 +331,13 @@ class ConsoleTicket(models.Model):
         BROWSER = "browser", "browser console (the portal's WebSocket proxy)"
         WEBSOCKIFY = "websockify", "browser console through websockify"
         VV = "vv", "virt-viewer file (the SPICE proxy)"
+        SERIAL = "serial", "serial console (the portal's WebSocket, libvirt's console stream)"
 
     token_hash = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BROWSER)
-    protocol = models.CharField(max_length=8, choices=ConsoleMode.choices)
+    protocol = models.CharField(max_length=8, choices=ConsoleProtocol.choices)
     address = models.CharField(max_length=253)
     port = models.PositiveIntegerField()
     tls_port = models.PositiveIntegerField(null=True, blank=True)
@@ -341,7 +384,7 @@ class ConsoleSession(models.Model):
     vm = models.ForeignKey(VirtualMachine, null=True, on_delete=models.SET_NULL)
     ticket = models.ForeignKey(ConsoleTicket, null=True, blank=True, on_delete=models.SET_NULL)
     via = models.CharField(max_length=16, choices=Via.choices)
-    protocol = models.CharField(max_length=8, choices=ConsoleMode.choices)
+    protocol = models.CharField(max_length=8, choices=ConsoleProtocol.choices)
     client_address = models.GenericIPAddressField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)

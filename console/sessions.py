@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from console.models import ConsoleSession, ConsoleTicket
+from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket
 
 
 def _worker() -> str:
@@ -72,3 +72,15 @@ def console_download_record(*, ticket: ConsoleTicket, client_address: str | None
         ended_at=timezone.now(),
         end_reason="downloaded",
     )
+
+
+def serial_console_holder(*, vm_id: int, besides: int, since=None) -> ConsoleSession | None:
+    """The open portal session holding the VM's serial console, if any besides session
+    `besides`; with `since`, only one opened after that time. Its user is selected."""
+    fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
+    rows = ConsoleSession.objects.filter(
+        vm_id=vm_id, protocol=ConsoleProtocol.SERIAL, ended_at__isnull=True, seen_at__gte=fresh
+    ).exclude(pk=besides)
+    if since is not None:
+        rows = rows.filter(started_at__gt=since)
+    return rows.select_related("user").order_by("-started_at").first()

@@ -35,6 +35,7 @@ from console.domainxml import (
     graphics_endpoint,
     graphics_password_new,
     graphics_password_xml,
+    has_serial_console,
 )
 from console.hypervisor import (
     ACTIVE_STATES,
@@ -44,7 +45,7 @@ from console.hypervisor import (
     hypervisor_for,
 )
 from console.hypervisor.ssh import ssh_target
-from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
+from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket, VirtualMachine
 from console.sessions import console_sessions_sweep
 
 # Expired tickets are kept this long (sessions refer to them), then deleted.
@@ -82,6 +83,8 @@ class Refusal(enum.Enum):
     HOST_DOWN = 4015
     PASSWORD_CHANGED = 4016
     DEACTIVATED = 4017
+    SERIAL_BUSY = 4018
+    TAKEN_OVER = 4019
 
     @property
     def message(self) -> str:
@@ -104,6 +107,8 @@ _REFUSAL_MESSAGES = {
     Refusal.HOST_DOWN: "the VM's host does not answer",
     Refusal.PASSWORD_CHANGED: "your password was changed",
     Refusal.DEACTIVATED: "your account was deactivated",
+    Refusal.SERIAL_BUSY: "someone else has the serial console open",
+    Refusal.TAKEN_OVER: "an administrator took over the serial console",
 }
 
 
@@ -223,6 +228,45 @@ def console_ticket_issue(
         domain_id=domain_id,
     )
     return IssuedTicket(token, password, endpoint.type, expires_at, ticket)
+
+
+def serial_ticket_issue(*, user, vm: VirtualMachine, origin: str, session_key: str) -> IssuedTicket:
+    """Issue a ticket for `user` to `vm`'s serial console (opened by the portal itself through
+    libvirt's console stream API, so no port and no password)."""
+    if not vm_may_use(user, vm):
+        raise PermissionError(f"{user} may not use {vm}")
+    now = timezone.now()
+    _rate_check(user, vm, now)
+    hypervisor = hypervisor_for(vm.host)
+    state = hypervisor.state(vm.name)
+    if state not in ACTIVE_STATES:
+        raise ConsoleUnavailable(f"{vm.name} is {state}; start it to open its serial console.")
+    try:
+        live_xml = hypervisor.xml(vm.name)
+    except DomainNotFound:
+        raise ConsoleUnavailable(f"{vm.name} is not defined on {vm.host.name}.") from None
+    if not has_serial_console(live_xml):
+        raise ConsoleUnavailable(
+            f"{vm.name} has no serial console. Tick 'serial console' on the VM and restart it."
+        )
+    token = secrets.token_hex(24)
+    expires_at = now + timedelta(seconds=settings.CONSOLE_TICKET_SECONDS)
+    ticket = ConsoleTicket.objects.create(
+        token_hash=token_hash(token),
+        user=user,
+        vm=vm,
+        kind=ConsoleTicket.Kind.SERIAL,
+        protocol=ConsoleProtocol.SERIAL,
+        address="",
+        port=0,
+        expires_at=expires_at,
+        max_connections=1,
+        origin=origin,
+        session_key=session_key or "",
+        auth_hash=auth_hash(user),
+        domain_id=hypervisor.domain_id(vm.name),
+    )
+    return IssuedTicket(token, "", ConsoleProtocol.SERIAL, expires_at, ticket)
 
 
 def console_tickets_revoke(*, vm: VirtualMachine, reason: str) -> int:

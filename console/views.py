@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 
 from django.conf import settings
 from django.contrib import messages
@@ -22,7 +23,13 @@ from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
 from console.origins import request_origin
 from console.preload import module_graph
 from console.sessions import console_download_record
-from console.tickets import ConsoleUnavailable, RateLimited, console_endpoint, console_ticket_issue
+from console.tickets import (
+    ConsoleUnavailable,
+    RateLimited,
+    console_endpoint,
+    console_ticket_issue,
+    serial_ticket_issue,
+)
 from console.vms import (
     VmActionRefused,
     vm_poweroff,
@@ -33,6 +40,7 @@ from console.vms import (
     vm_statuses,
 )
 from console.vv import VvFile, vv_render
+from portal.security import content_security_policy
 
 logger = logging.getLogger(__name__)
 
@@ -146,14 +154,23 @@ def vm_console_ticket(request, vm_id: int):
     """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
-    try:
-        issued = console_ticket_issue(
+    return _ticket_response(
+        request,
+        vm,
+        lambda: console_ticket_issue(
             user=request.user,
             vm=vm,
             kind=kind,
             origin=request_origin(request),
             session_key=request.session.session_key,
-        )
+        ),
+    )
+
+
+def _ticket_response(request, vm, issue, ws_path: str | None = None) -> JsonResponse:
+    """Issue a ticket and answer with what a page needs to connect, or why it cannot."""
+    try:
+        issued = issue()
     except ConsoleUnavailable as exc:
         return JsonResponse({"error": str(exc)}, status=409)
     except RateLimited as exc:
@@ -163,9 +180,55 @@ def vm_console_ticket(request, vm_id: int):
     except HypervisorUnavailable as exc:
         detail = f": {exc}" if request.user.is_staff else ""
         return JsonResponse({"error": f"host {vm.host.name} does not answer{detail}"}, status=503)
-    response = JsonResponse(_ticket_payload(vm, issued))
+    payload = _ticket_payload(vm, issued)
+    if ws_path is not None:
+        payload.update(wsPath=ws_path, proxyUrl="")  # the portal's own WebSocket, never websockify
+    response = JsonResponse(payload)
     add_never_cache_headers(response)
     return response
+
+
+@login_required
+@never_cache
+def vm_serial(request, vm_id: int):
+    """The serial console page (xterm.js). Its ticket is asked for by the page as it loads."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    status = vm_status(vm)
+    if not status.is_active:
+        context = {
+            "vm": vm,
+            "unavailable": f"{vm.name} is {status.state}; start it to open its serial console.",
+            "status": status,
+        }
+        return render(request, "console/console_unavailable.html", context, status=409)
+    # xterm.js sizes its rows with <style> elements it creates: allowed by a nonce of this
+    # response only, which the page hands to them (see static/console/serial-console.js).
+    nonce = secrets.token_urlsafe(18)
+    context = {
+        "vm": vm,
+        "style_nonce": nonce,
+        "ticket_url": reverse("console:vm-serial-ticket", args=[vm.id]),
+        "state_url": reverse("console:vm-state", args=[vm.id]),
+        "may_take_over": request.user.is_staff,
+    }
+    response = render(request, "console/serial.html", context)
+    response["Content-Security-Policy"] = content_security_policy(style_nonce=nonce)
+    return response
+
+
+@login_required
+@require_POST
+def vm_serial_ticket(request, vm_id: int):
+    """A ticket for the serial console page (JSON): when it loads, and again for Reconnect."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    return _ticket_response(
+        request,
+        vm,
+        lambda: serial_ticket_issue(
+            user=request.user, vm=vm, origin=request_origin(request), session_key=request.session.session_key
+        ),
+        ws_path=reverse("serial-ws", args=[vm.id]),
+    )
 
 
 @login_required

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 
-def content_security_policy() -> str:
+def content_security_policy(*, style_nonce: str = "") -> str:
+    """The policy of every page; `style_nonce` also admits <style> elements carrying it."""
     connect = ["'self'"]
     if settings.CONSOLE_PROXY_URL:
         parts = urlsplit(settings.CONSOLE_PROXY_URL)
@@ -22,7 +23,7 @@ def content_security_policy() -> str:
     directives = {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
-        "style-src": ["'self'"],
+        "style-src": ["'self'", f"'nonce-{style_nonce}'"] if style_nonce else ["'self'"],
         # spice-html5 positions video streams with setAttribute("style", ...): attributes only,
         # which cannot load anything or select elements.
         "style-src-attr": ["'unsafe-inline'"],

@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("console.urls")),
     # Served by the WebSocket router (console/routing.py); named here so pages can reverse it.
     path("ws/console/<int:vm_id>/", console_ws_http, name="console-ws"),
+    path("ws/serial/<int:vm_id>/", console_ws_http, name="serial-ws"),
 ]

@@ -82,3 +82,54 @@ def make_ticket(
         domain_id=hypervisor_for(vm.host).domain_id(vm.name),
     )
     return token
+
+
+class SerialReader:
+    """Reads a VM's serial console through libvirt, as a test's independent witness of what
+    the guest did: the bytes it wrote, and a terminal's answers to its size queries."""
+
+    def __init__(self, host, name: str) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.output = bytearray()
+        self.ended = threading.Event()
+        # In a thread of its own: Playwright's sync API runs an event loop in the test's thread.
+        with ThreadPoolExecutor(1) as pool:
+            opened = pool.submit(hypervisor_for(host).open_serial, name, on_output=self._output, force=True)
+            self.stream = opened.result()
+
+    def _output(self, data: bytes | None) -> None:
+        if data is None:
+            self.ended.set()
+            return
+        self.output += data
+        if b"\x1b[6n" in data:  # the guest asks where the cursor is: answer as an 80x24 terminal
+            self.stream.write(b"\x1b[24;80R")
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def wait_for(self, needle: bytes, timeout: float = 30) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while needle not in self.output:
+            if time.monotonic() > deadline:
+                tail = bytes(self.output[-400:])
+                raise AssertionError(f"{needle!r} never came on the serial console: {tail!r}")
+            time.sleep(0.05)
+
+    def wait_for_prompt(self, timeout: float = 60) -> None:
+        """Until the guest's shell answers on the serial console (it boots in seconds)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while b"guest:" not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the guest never gave a prompt: {bytes(self.output[-400:])!r}")
+            self.write(b"\r")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.stream.close()

@@ -12,6 +12,7 @@ from console.domainxml import (
     graphics_endpoint,
     graphics_password_new,
     graphics_password_xml,
+    has_serial_console,
 )
 
 
@@ -24,6 +25,10 @@ def spec(**fields):
         memory_mib=128,
         disk_image="",
         boot_menu=True,
+        kernel="",
+        initrd="",
+        kernel_cmdline="",
+        serial_console=True,
     )
     base.update(fields)
     return SimpleNamespace(**base)
@@ -62,7 +67,7 @@ def test_vnc_domain():
     assert graphics.get("passwdValidTo") == LOCKED_UNTIL
     assert "connected" not in graphics.attrib
     assert root.find("devices/video/model").get("type") == "vga"
-    assert root.find("devices/channel") is None
+    assert root.find("devices/channel[@type='spicevmc']") is None
 
 
 def test_disk_image_and_no_boot_menu():
@@ -117,3 +122,46 @@ def test_random_passwords():
     assert len(graphics_password_new("vnc")) == 8
     assert len(graphics_password_new("spice")) >= 32
     assert graphics_password_new("spice") != graphics_password_new("spice")
+
+
+def test_direct_kernel_boot_replaces_the_firmware_boot():
+    _, root = build(
+        "vnc", kernel="/boot/k", initrd="/boot/i.img", kernel_cmdline="console=tty0 console=ttyS0"
+    )
+    assert (root.findtext("os/kernel"), root.findtext("os/initrd")) == ("/boot/k", "/boot/i.img")
+    assert root.findtext("os/cmdline") == "console=tty0 console=ttyS0"
+    assert root.find("os/boot") is None and root.find("os/bootmenu") is None
+
+
+def test_kernel_command_line_refuses_control_characters():
+    with pytest.raises(ValueError, match="command line"):
+        build("vnc", kernel="/boot/k", kernel_cmdline="quiet\x1b]0;x")
+
+
+def test_serial_console_device_on_request():
+    _, root = build("spice")
+    assert root.find("devices/serial").get("type") == "pty"
+    assert root.find("devices/console/target").attrib == {"type": "serial", "port": "0"}
+    assert has_serial_console(ET.tostring(root, encoding="unicode"))
+    _, root = build("spice", serial_console=False)
+    assert root.find("devices/serial") is None
+    assert not has_serial_console(ET.tostring(root, encoding="unicode"))
+
+
+def test_spice_desktop_devices():
+    _, root = build("spice")
+    devices = root.find("devices")
+    assert devices.find("sound").get("model") == "ich9"
+    assert devices.find("sound/audio").get("id") == devices.find("audio").get("id")
+    assert devices.find("audio").get("type") == "spice"
+    assert devices.find("controller[@type='usb']").get("model") == "qemu-xhci"
+    assert [r.attrib for r in devices.findall("redirdev")] == [{"bus": "usb", "type": "spicevmc"}] * 2
+
+
+def test_vnc_clipboard_agent_channel():
+    _, root = build("vnc")
+    channel = root.find("devices/channel")
+    assert channel.get("type") == "qemu-vdagent"
+    assert channel.find("source/clipboard").get("copypaste") == "yes"
+    assert channel.find("target").attrib == {"type": "virtio", "name": "com.redhat.spice.0"}
+    assert root.find("devices/sound") is None and root.find("devices/redirdev") is None

@@ -22,7 +22,17 @@ TEST_URI = "test:///default"
 
 def vm_spec(name):
     return SimpleNamespace(
-        name=name, uuid=uuid.uuid4(), description="", vcpus=1, memory_mib=64, disk_image="", boot_menu=False
+        name=name,
+        uuid=uuid.uuid4(),
+        description="",
+        vcpus=1,
+        memory_mib=64,
+        disk_image="",
+        boot_menu=False,
+        kernel="",
+        initrd="",
+        kernel_cmdline="",
+        serial_console=True,
     )
 
 

@@ -6,23 +6,29 @@
 from console.hypervisor.base import (
     ACTIVE_STATES,
     MISSING,
+    ConsoleBusy,
     DomainNotFound,
     DomainNotRunning,
     DomainRunning,
     Hypervisor,
     HypervisorError,
     HypervisorUnavailable,
+    NoSerialConsole,
+    SerialStream,
 )
 from console.hypervisor.libvirt import hypervisor_for
 
 __all__ = [
     "ACTIVE_STATES",
     "MISSING",
+    "ConsoleBusy",
     "DomainNotFound",
     "DomainNotRunning",
     "DomainRunning",
     "Hypervisor",
     "HypervisorError",
     "HypervisorUnavailable",
+    "NoSerialConsole",
+    "SerialStream",
     "hypervisor_for",
 ]

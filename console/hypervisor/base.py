@@ -7,6 +7,7 @@ remote). Every method blocks, so callers run them off the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 ACTIVE_STATES = {"running", "paused", "shutting down", "suspended"}
@@ -40,6 +41,27 @@ class DomainRunning(HypervisorError):
 
 class DomainNotRunning(HypervisorError):
     """The operation needs a running domain."""
+
+
+class ConsoleBusy(HypervisorError):
+    """Another client holds the domain's serial console (libvirt lets one at a time write)."""
+
+
+class NoSerialConsole(HypervisorError):
+    """The domain has no serial console to open."""
+
+
+class SerialStream(Protocol):
+    """An open serial console. Its output goes to the callback given to `open_serial`."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the guest's serial port (blocks briefly)."""
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or resume) reading the guest's output, while the client catches up."""
+
+    def close(self) -> None:
+        """Close the console, releasing it for the next client."""
 
 
 class Hypervisor(Protocol):
@@ -77,3 +99,11 @@ class Hypervisor(Protocol):
 
     def update_graphics(self, name: str, device_xml: str) -> None:
         """Change the live graphics device (its password) of a running domain."""
+
+    def open_serial(
+        self, name: str, *, on_output: Callable[[bytes | None], None], force: bool = False
+    ) -> SerialStream:
+        """Open the running domain's serial console; ConsoleBusy when another client holds it,
+        unless `force` takes it from them. `on_output` gets the guest's output as it comes,
+        from another thread, then None once when the console closes (the VM stopped, someone
+        took it over)."""

@@ -19,11 +19,13 @@ import libvirt
 from console.hypervisor.base import (
     ACTIVE_STATES,
     MISSING,
+    ConsoleBusy,
     DomainNotFound,
     DomainNotRunning,
     DomainRunning,
     HypervisorError,
     HypervisorUnavailable,
+    NoSerialConsole,
 )
 
 T = TypeVar("T")
@@ -247,11 +249,134 @@ class LibvirtHypervisor:
             name,
         )
 
+    def open_serial(
+        self, name: str, *, on_output: Callable[[bytes | None], None], force: bool = False
+    ) -> LibvirtSerialStream:
+        """Open the domain's serial console through libvirt's stream API (so through the
+        connection itself, for remote hosts too): see `base.Hypervisor.open_serial`."""
+
+        def run(conn: libvirt.virConnect) -> LibvirtSerialStream:
+            dom = self._active_domain(conn, name)
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else libvirt.VIR_DOMAIN_CONSOLE_SAFE
+            try:
+                dom.openConsole(None, stream, flags)
+            except libvirt.libvirtError as exc:
+                message = _message(exc)
+                if "console session exists" in message:
+                    raise self._error(ConsoleBusy, f"the serial console of {name} is in use") from None
+                if exc.get_error_code() == libvirt.VIR_ERR_INTERNAL_ERROR and "character device" in message:
+                    raise self._error(NoSerialConsole, f"{name} has no serial console") from None
+                raise
+            return LibvirtSerialStream(stream, on_output)
+
+        return self._call(run, name)
+
     def _active_domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         dom = self._domain(conn, name)
         if not dom.isActive():
             raise self._error(DomainNotRunning, f"{name} is not running")
         return dom
+
+
+_STREAM_READABLE = libvirt.VIR_STREAM_EVENT_READABLE
+_STREAM_WRITABLE = libvirt.VIR_STREAM_EVENT_WRITABLE
+_STREAM_ENDED = libvirt.VIR_STREAM_EVENT_HANGUP | libvirt.VIR_STREAM_EVENT_ERROR
+
+
+class LibvirtSerialStream:
+    """A serial console as a non-blocking libvirt stream, driven by libvirt's event loop thread.
+
+    Output is read when libvirt says the stream is readable and handed to `on_output` as it
+    comes; input that the stream cannot take at once waits for it to become writable. Any end
+    (EOF when QEMU exits, an error when another client forces the console) calls
+    `on_output(None)` once and releases the stream.
+    """
+
+    def __init__(self, stream: libvirt.virStream, on_output: Callable[[bytes | None], None]) -> None:
+        self._stream = stream
+        self._on_output = on_output
+        # Re-entrant: `on_output` may answer the guest at once (write, from the event thread).
+        self._lock = threading.RLock()
+        self._pending = bytearray()  # input the stream could not take yet
+        self._paused = False
+        self._closed = False
+        stream.eventAddCallback(_STREAM_READABLE | _STREAM_ENDED, self._event, None)
+
+    def _interest(self) -> int:
+        events = _STREAM_ENDED
+        if not self._paused:
+            events |= _STREAM_READABLE
+        if self._pending:
+            events |= _STREAM_WRITABLE
+        return events
+
+    def _event(self, stream: libvirt.virStream, events: int, _opaque: object) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if events & _STREAM_READABLE:
+                    while not self._paused:
+                        data = stream.recv(65536)
+                        if data == -2:  # nothing more for now
+                            break
+                        if not data:  # EOF: QEMU closed the console
+                            raise EOFError
+                        self._on_output(data)
+                if events & _STREAM_WRITABLE:
+                    self._flush()
+                if events & _STREAM_ENDED:
+                    raise EOFError
+                stream.eventUpdateCallback(self._interest())
+            except (EOFError, libvirt.libvirtError):
+                self._end(abort=True)
+
+    def _flush(self) -> None:
+        while self._pending:
+            sent = self._stream.send(bytes(self._pending))
+            if sent == -2:
+                return
+            del self._pending[:sent]
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._pending += data
+            try:
+                self._flush()
+                self._stream.eventUpdateCallback(self._interest())
+            except libvirt.libvirtError:
+                self._end(abort=True)
+
+    def pause(self, paused: bool) -> None:
+        with self._lock:
+            if self._closed or self._paused == paused:
+                return
+            self._paused = paused
+            try:
+                self._stream.eventUpdateCallback(self._interest())
+            except libvirt.libvirtError:
+                self._end(abort=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._end(abort=True, notify=False)
+
+    def _end(self, *, abort: bool, notify: bool = True) -> None:
+        self._closed = True
+        for release in (
+            self._stream.eventRemoveCallback,
+            self._stream.abort if abort else self._stream.finish,
+        ):
+            try:
+                release()
+            except libvirt.libvirtError:
+                pass  # already gone with the connection or the domain
+        if notify:
+            self._on_output(None)
 
 
 def _message(exc: libvirt.libvirtError) -> str:

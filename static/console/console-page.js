@@ -22,6 +22,8 @@ const CLOSE_REASONS = {
   4015: "the VM's host does not answer; try again when it is back",
   4016: "your password was changed; log in again to reopen the console",
   4017: "your account was deactivated",
+  4018: "someone else has the serial console open",
+  4019: "someone took over the serial console",
 };
 // Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
 // away (restart, crash) or the console proxy was busy; another worker will take it.
@@ -53,7 +55,7 @@ export function socketUrl(ticket) {
 }
 
 /** A fresh ticket; a failure says whether trying again may help (no portal answer, a 5xx). */
-async function freshTicket() {
+export async function freshTicket() {
   let response;
   try {
     response = await fetch(script.dataset.ticketUrl, {

@@ -1,9 +1,13 @@
 """In a real browser, on the real stack: see the VM's screen and type into it, over SPICE and VNC."""
 
+import secrets
+
 import pytest
+from django.conf import settings
 
 from bench.browser import wait_until
 from tests.e2e.conftest import ARTIFACTS, login, virsh, wait_for_canvas
+from tests.helpers import SerialReader
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
 
@@ -37,13 +41,59 @@ def open_console_and_press_escape(page, portal, mode: str) -> None:
     assert after["lit"] > before["lit"]
 
 
+# US layout: the characters a user types with Shift, as the key they press with it.
+SHIFTED = {">": "Period", "<": "Comma", "|": "Backslash", "_": "Minus", ":": "Semicolon", '"': "Quote"}
+
+
+def type_keys(page, text: str) -> None:
+    """Type as a user does, pressing Shift for shifted characters (so the client sends the
+    Shift key too, as a keyboard would)."""
+    for char in text:
+        if char in SHIFTED:
+            page.keyboard.press(f"Shift+{SHIFTED[char]}")
+        elif "A" <= char <= "Z":
+            page.keyboard.press(f"Shift+Key{char}")
+        elif char == "\n":
+            page.keyboard.press("Enter")
+        else:
+            page.keyboard.type(char)
+
+
+def open_console_and_type_a_command(page, portal, mode: str, host=None) -> None:
+    """Open the console, see the guest's screen, and type a shell command that writes a random
+    marker to the serial port; the marker read back through libvirt proves the keys reached
+    the guest's OS."""
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    assert page.inner_text(".protocol") == mode.upper()
+    selector = CANVAS[mode]
+    wait_for_canvas(page, selector, lambda s: s["colours"] >= 2 and s["lit"] > 200)  # boot text
+    reader = SerialReader(host or settings.LIBVIRT_URI, portal.vm_name)
+    try:
+        reader.wait_for_prompt()
+        page.click(selector)
+        for _ in range(3):  # the screen's shell starts a moment after the serial one
+            marker = f"typed-{secrets.token_hex(4)}"
+            type_keys(page, f"echo {marker} > /dev/ttyS0\n")
+            try:
+                reader.wait_for(marker.encode(), timeout=10)
+                break
+            except AssertionError:
+                continue
+        else:
+            tail = bytes(reader.output[-300:])
+            raise AssertionError(f"keys typed in the browser never reached the guest: {tail!r}")
+    finally:
+        reader.close()
+
+
 def console_round_trip(page, portal, mode: str, log_name: str) -> tuple[list[str], str]:
     """Start the VM in `mode`, see its screen, type into it; returns the page's WebSocket URLs
     and the server log, after checking that no ticket reached that log."""
     sockets = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     start_vm_in_mode(page, portal, mode)
-    open_console_and_press_escape(page, portal, mode)
+    open_console_and_type_a_command(page, portal, mode)
     log = (ARTIFACTS / log_name).read_text()
     assert sockets and not any(url.split("token=")[1] in log for url in sockets)  # tickets stay out of logs
     return sockets, log
@@ -70,7 +120,7 @@ def test_console_of_a_stopped_vm_offers_start(page, portal):
     portal.manage("globalconfig", "set", "kvm.consoleMode", "vnc")
     virsh("destroy", portal.vm_name)
     login(page, portal)
-    page.goto(f"{portal.url}/vms/1/console/")
+    page.goto(f"{portal.url}/vms/{portal.vm_id()}/console/")
     assert "start it to open its console" in page.inner_text("#console-unavailable")
     page.click("button:has-text('open its console')")
     page.wait_for_selector("#status.connected", timeout=20000)

@@ -10,7 +10,10 @@ from console.models import Host, VirtualMachine
 
 
 class Command(BaseCommand):
-    help = "Create, once, the staff user 'admin' and a small disk-less VM 'demo' on the local host."
+    help = (
+        "Create, once, the staff user 'admin' and a VM 'demo' on the local host that boots the "
+        "demo guest (bin/build-guest: Linux with a shell on the screen and the serial console)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--vm-name", default="demo", help="name of the demo VM (default: demo)")
@@ -38,10 +41,14 @@ class Command(BaseCommand):
             name=vm_name,
             defaults={
                 "owner": admin,
-                "memory_mib": 64,
+                "memory_mib": 192,
                 "vcpus": 1,
-                "boot_menu": True,
-                "description": "A disk-less VM: it boots SeaBIOS and shows its boot menu prompt.",
+                "kernel": f"{settings.GUEST_DIR}/vmlinuz",
+                "initrd": f"{settings.GUEST_DIR}/initrd.img",
+                "kernel_cmdline": "console=tty0 console=ttyS0",
+                "serial_console": True,
+                "description": "A tiny Linux (a Debian kernel and busybox): a root shell on the "
+                "screen and on the serial console.",
             },
         )
         if created:

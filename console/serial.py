@@ -1,0 +1,258 @@
+"""The serial console proxy: a WebSocket at /ws/serial/<vm id>/?token=<ticket> bridged to the
+VM's serial console, which the portal opens through libvirt's console stream API.
+
+No port is involved: the stream runs over the portal's libvirt connection, so a VM on a
+remote host needs nothing more than the host's libvirt URI. The same checks as the graphical
+consoles admit a connection (Origin, login, a ticket of kind "serial" for this VM and domain
+instance) and `console.guard` keeps checking the right to it while it stays open.
+
+libvirt lets one client at a time hold a domain's console. A second user is refused with the
+holder's name (close code 4018); staff may take it over (`&takeover=1`), which ends the
+holder's page with 4019 naming who took it. Binary frames carry the terminal's bytes both
+ways; a text frame `{"reason": ...}` says why, just before the close (Daphne drops close
+reasons, and these name people).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from urllib.parse import parse_qs
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+
+from console.consumers import CLOSE_CONSOLE_ENDED, CLOSE_SERVICE_RESTART, websocket_admit
+from console.guard import session_guard
+from console.hypervisor import (
+    ACTIVE_STATES,
+    ConsoleBusy,
+    DomainNotFound,
+    DomainNotRunning,
+    HypervisorError,
+    HypervisorUnavailable,
+    SerialStream,
+    hypervisor_for,
+)
+from console.models import ConsoleSession, ConsoleTicket
+from console.sessions import console_session_end, console_session_start, serial_console_holder
+from console.tickets import Refusal, TicketRefused
+
+logger = logging.getLogger(__name__)
+
+# Output waiting for a slow browser: reading from the guest stops above the high mark and
+# resumes below the low one, so a `cat` of a large file cannot grow the worker's memory.
+OUTPUT_HIGH_WATER = 1 << 20
+OUTPUT_LOW_WATER = 256 << 10
+CLOSE_REASON_MAX = 123  # bytes a WebSocket close reason may carry
+
+
+def _reason(text: str) -> str:
+    return text.encode()[:CLOSE_REASON_MAX].decode(errors="ignore")
+
+
+class SerialConsoleConsumer:
+    """One serial console session: connect (admit, open the stream), relay, disconnect (record)."""
+
+    def __init__(self, scope, receive, send) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        self.loop = asyncio.get_running_loop()
+        self.output: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queued = 0
+        self.paused = False
+        self.stream: SerialStream | None = None
+        self.ticket: ConsoleTicket | None = None
+        self.session: ConsoleSession | None = None
+        self.bytes_to_client = self.bytes_from_client = 0
+        self.end_reason = "client closed"
+        self.ended: Refusal | None = None
+
+    @classmethod
+    def as_asgi(cls):
+        async def app(scope, receive, send):
+            await cls(scope, receive, send).run()
+
+        return app
+
+    async def run(self) -> None:
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        try:
+            if await self.connect():
+                await self.relay()
+            else:
+                while (await self.receive())["type"] != "websocket.disconnect":
+                    pass
+        except asyncio.CancelledError:
+            if self.session is not None:
+                self.end_reason = "worker stopped"
+                with contextlib.suppress(Exception):
+                    await self.send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
+            raise
+        finally:
+            await self.disconnect()
+
+    async def connect(self) -> bool:
+        try:
+            self.ticket = ticket = await database_sync_to_async(websocket_admit)(
+                scope=self.scope, kind=ConsoleTicket.Kind.SERIAL
+            )
+        except TicketRefused as refused:
+            await self._refuse(refused.refusal.value, refused.refusal.message)
+            return False
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        takeover = query.get("takeover", [""])[0] == "1" and ticket.user.is_staff
+        client = self.scope.get("client") or (None,)
+        # Recorded before the console is opened, so a holder whose console this takes over
+        # finds who took it.
+        self.session = await database_sync_to_async(console_session_start)(
+            ticket=ticket, via=ConsoleSession.Via.CHANNELS, client_address=client[0]
+        )
+        try:
+            try:
+                self.stream = await self._open(force=takeover)
+            except ConsoleBusy:
+                holder = await database_sync_to_async(serial_console_holder)(
+                    vm_id=ticket.vm_id, besides=self.session.pk
+                )
+                if holder is None or holder.user_id != ticket.user_id:
+                    who = _name(holder) if holder else "someone outside the portal (virsh console?)"
+                    self.end_reason = "serial console busy"
+                    await self._refuse(
+                        Refusal.SERIAL_BUSY.value, _reason(f"{who} has the serial console open")
+                    )
+                    return False
+                # Their own console, in another window or a page being reloaded: move it here.
+                self.stream = await self._open(force=True)
+        except (DomainNotRunning, DomainNotFound):
+            self.end_reason = Refusal.VM_RESTARTED.message
+            await self._refuse(Refusal.VM_RESTARTED.value, Refusal.VM_RESTARTED.message)
+            return False
+        except HypervisorUnavailable:
+            self.end_reason = Refusal.HOST_DOWN.message
+            await self._refuse(Refusal.HOST_DOWN.value, Refusal.HOST_DOWN.message)
+            return False
+        except HypervisorError as exc:
+            logger.warning("serial console of %s: %s", ticket.vm, exc)
+            self.end_reason = "console unavailable"
+            await self._refuse(4010, _reason(str(exc)))
+            return False
+        if takeover:
+            logger.info("%s took over the serial console of %s", ticket.user, ticket.vm)
+        session_guard().watch(self.session.pk, ticket.pk, self._right_gone)
+        await self.send({"type": "websocket.accept"})
+        return True
+
+    async def _open(self, *, force: bool) -> SerialStream:
+        open_serial = sync_to_async(hypervisor_for(self.ticket.vm.host).open_serial, thread_sensitive=False)
+        return await open_serial(self.ticket.vm.name, on_output=self._output, force=force)
+
+    async def relay(self) -> None:
+        """Keystrokes to the guest here; the guest's output to the client in a second task."""
+        pump = asyncio.create_task(self._pump())
+        write = sync_to_async(self.stream.write, thread_sensitive=False)
+        try:
+            while True:
+                message = await self.receive()
+                data = message.get("bytes") or (message.get("text") or "").encode()
+                if data:
+                    self.bytes_from_client += len(data)
+                    await write(data)
+                elif message["type"] == "websocket.disconnect":
+                    if message.get("code") == CLOSE_SERVICE_RESTART:
+                        self.end_reason = "worker stopped"
+                    break
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def disconnect(self) -> None:
+        if self.stream is not None:
+            await sync_to_async(self.stream.close, thread_sensitive=False)()
+        if self.session is not None:
+            session_guard().forget(self.session.pk)
+            await database_sync_to_async(console_session_end)(
+                session_id=self.session.pk,
+                bytes_to_client=self.bytes_to_client,
+                bytes_from_client=self.bytes_from_client,
+                reason=self.end_reason,
+            )
+            self.session = None
+
+    # -- the guest's output, from libvirt's event thread to this loop ------------------------
+
+    def _output(self, data: bytes | None) -> None:
+        """Called in libvirt's event loop thread."""
+        self.loop.call_soon_threadsafe(self._queue, data)
+
+    def _queue(self, data: bytes | None) -> None:
+        self.output.put_nowait(data)
+        if data:
+            self.queued += len(data)
+            if not self.paused and self.queued > OUTPUT_HIGH_WATER:
+                self._pause(True)
+
+    def _pause(self, paused: bool) -> None:
+        self.paused = paused
+        self.loop.run_in_executor(None, self.stream.pause, paused)
+
+    async def _pump(self) -> None:
+        while (data := await self.output.get()) is not None:
+            self.queued -= len(data)
+            if self.paused and self.queued < OUTPUT_LOW_WATER:
+                self._pause(False)
+            self.bytes_to_client += len(data)
+            await self.send({"type": "websocket.send", "bytes": data})
+        code, reason = await self._why_ended()
+        self.end_reason = reason
+        await self._close(code, reason)
+
+    async def _why_ended(self) -> tuple[int, str]:
+        if self.ended is not None:
+            return self.ended.value, self.ended.message
+        taker = await database_sync_to_async(serial_console_holder)(
+            vm_id=self.ticket.vm_id, besides=self.session.pk, since=self.session.started_at
+        )
+        if taker is not None and taker.user_id == self.ticket.user_id:
+            return Refusal.TAKEN_OVER.value, "you opened the serial console in another window"
+        if taker is not None:
+            return Refusal.TAKEN_OVER.value, f"{_name(taker)} took over the serial console"
+        state = await self._state_settled()
+        if state not in ACTIVE_STATES:
+            return CLOSE_CONSOLE_ENDED, f"the VM stopped ({state})"
+        return CLOSE_CONSOLE_ENDED, "the VM closed its serial console"
+
+    async def _state_settled(self, wait: float = 3.0) -> str:
+        """The VM's state once it settles: QEMU closes the console a moment before it exits."""
+        hypervisor = hypervisor_for(self.ticket.vm.host)
+        deadline = self.loop.time() + wait
+        while True:
+            try:
+                state = await sync_to_async(hypervisor.state, thread_sensitive=False)(self.ticket.vm.name)
+            except HypervisorError:
+                return "unknown"
+            if state not in ACTIVE_STATES or self.loop.time() > deadline:
+                return state
+            await asyncio.sleep(0.2)
+
+    async def _right_gone(self, refusal: Refusal) -> None:
+        """The guard found the user's right to this console gone: end it, saying why."""
+        self.ended = refusal
+        if self.stream is not None:
+            await sync_to_async(self.stream.close, thread_sensitive=False)()
+        self.output.put_nowait(None)
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        logger.info("serial console of VM %s refused: %s", self.scope["url_route"]["kwargs"]["vm_id"], reason)
+        await self.send({"type": "websocket.accept"})
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.send({"type": "websocket.send", "text": json.dumps({"reason": reason})})
+        await self.send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+
+
+def _name(session: ConsoleSession) -> str:
+    return session.user.get_username() if session.user else "a deleted user"

@@ -1,0 +1,156 @@
+// The serial console: xterm.js (installed at set-up into static/xterm/) on a WebSocket that the
+// portal bridges to the VM's serial port through libvirt. Binary frames both ways.
+import { closeReason, freshTicket, setStatus, socketUrl } from "./console-page.js";
+
+// xterm.js sizes its rows with <style> elements it creates. The page's Content-Security-Policy
+// admits <style> only with this response's nonce: give it to each one xterm.js makes. Set
+// before xterm.js is imported (below), so every element it creates carries it.
+const styleNonce = document.querySelector('meta[name="style-nonce"]').content;
+const createElement = Document.prototype.createElement;
+Document.prototype.createElement = function (name, options) {
+  const element = createElement.call(this, name, options);
+  if (String(name).toLowerCase() === "style") element.setAttribute("nonce", styleNonce);
+  return element;
+};
+const { Terminal } = await import("../xterm/xterm.js");
+const { FitAddon } = await import("../xterm/addon-fit.js");
+
+const script = document.getElementById("console-script");
+const takeOverButton = document.getElementById("take-over");
+const mayTakeOver = script.dataset.mayTakeOver === "1";
+const RECONNECT_CODES = new Set([1006, 1012, 1013]);
+const LOG_LIMIT = 8 << 20; // bytes of output kept for "Download log"
+
+const terminal = new Terminal({
+  cursorBlink: true,
+  scrollback: 10000,
+  fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+  fontSize: 14,
+  // Programs in the guest may ask the terminal's size (CSI 18 t) as well as probing it with
+  // the cursor; a serial line carries no other way to learn it.
+  windowOptions: { getWinSizeChars: true },
+});
+const fit = new FitAddon();
+terminal.loadAddon(fit);
+terminal.open(document.getElementById("terminal"));
+fit.fit();
+new ResizeObserver(() => fit.fit()).observe(document.getElementById("terminal-area"));
+
+// Copy and paste with Ctrl+Shift+C / Ctrl+Shift+V, as in terminal emulators: plain Ctrl+C and
+// Ctrl+V belong to the guest.
+terminal.attachCustomKeyEventHandler((event) => {
+  if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
+  if (event.code === "KeyC" && terminal.hasSelection()) {
+    navigator.clipboard.writeText(terminal.getSelection()).catch(() => {});
+    event.preventDefault();
+    return false;
+  }
+  return event.code !== "KeyV"; // leave it to the browser, whose paste event xterm.js takes
+});
+
+let log = [];
+let logSize = 0;
+function remember(bytes) {
+  log.push(bytes);
+  logSize += bytes.length;
+  while (logSize > LOG_LIMIT && log.length > 1) logSize -= log.shift().length;
+}
+
+// Escape sequences (colours, cursor moves, terminal queries) do not belong in a text file.
+const ESCAPES = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[78=>cDEHM]/g;
+document.getElementById("download-log").addEventListener("click", async () => {
+  const text = (await new Blob(log).text()).replace(ESCAPES, "").replace(/\r+\n/g, "\n").replace(/\r/g, "");
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  link.download = `${script.dataset.vmName}-serial-${stamp}.log`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+});
+
+const encoder = new TextEncoder();
+let socket = null;
+let attempts = 0;
+
+function showSize() {
+  if (socket && socket.readyState === WebSocket.OPEN) {
+    setStatus("connected", `Connected · ${terminal.cols}×${terminal.rows}`);
+  }
+}
+terminal.onResize(showSize);
+terminal.onData((data) => socket?.readyState === WebSocket.OPEN && socket.send(encoder.encode(data)));
+terminal.onBinary((data) => {
+  if (socket?.readyState === WebSocket.OPEN) socket.send(Uint8Array.from(data, (c) => c.charCodeAt(0)));
+});
+
+function connect(ticket, { takeover = false } = {}) {
+  takeOverButton.hidden = true;
+  const url = socketUrl(ticket) + (takeover ? "&takeover=1" : "");
+  const current = new WebSocket(url);
+  current.binaryType = "arraybuffer";
+  socket = current;
+  current.addEventListener("open", () => {
+    attempts = 0;
+    showSize();
+    terminal.focus();
+    // Nothing is typed for the user (a stray Enter could answer an installer's question).
+    terminal.write(
+      "\x1b[2m[connected to the serial console; what the VM wrote before is not shown:" +
+        " press Enter for a fresh prompt]\x1b[0m\r\n",
+    );
+  });
+  let reason = "";
+  current.addEventListener("message", (event) => {
+    if (typeof event.data === "string") {
+      // Why the portal is about to close the socket, in words (a close frame's reason is
+      // dropped by some servers).
+      reason = JSON.parse(event.data).reason || "";
+      return;
+    }
+    const bytes = new Uint8Array(event.data);
+    remember(bytes);
+    terminal.write(bytes);
+  });
+  current.addEventListener("close", (event) => {
+    if (current === socket) closed(event.code, event.reason || reason);
+  });
+}
+
+async function closed(code, reason) {
+  const why = reason || closeReason(code);
+  setStatus("disconnected", `Disconnected: ${why}.`);
+  terminal.write(`\r\n\x1b[1;31m[serial console closed: ${why}]\x1b[0m\r\n`);
+  if (code === 4018 && mayTakeOver) takeOverButton.hidden = false;
+  if (RECONNECT_CODES.has(code) && attempts < 8) {
+    attempts += 1;
+    setStatus("connecting", `Disconnected: ${why}. Reconnecting (attempt ${attempts})…`);
+    await new Promise((resolve) => setTimeout(resolve, Math.min(4000, 250 * 2 ** (attempts - 1))));
+    await reconnect();
+  }
+}
+
+async function reconnect(options = {}) {
+  if (socket && socket.readyState <= WebSocket.OPEN) {
+    const old = socket;
+    socket = null;
+    old.close();
+  }
+  setStatus("connecting", "Getting a fresh ticket…");
+  try {
+    connect(await freshTicket(), options);
+  } catch (error) {
+    setStatus("disconnected", `Cannot connect: ${error.message}`);
+  }
+}
+
+document.getElementById("reconnect").addEventListener("click", () => {
+  attempts = 0;
+  reconnect();
+});
+takeOverButton.addEventListener("click", () => reconnect({ takeover: true }));
+
+try {
+  connect(await window.consoleTicket);
+} catch (error) {
+  setStatus("disconnected", `Cannot connect: ${error.message}`);
+}
