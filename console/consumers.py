@@ -35,7 +35,7 @@ from console.models import ConsoleSession, ConsoleTicket
 from console.origins import websocket_origin_allowed
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
-from console.tickets import Refusal, TicketRefused, console_ticket_admit
+from console.tickets import Refusal, TicketRefused, console_ticket_admit, ticket_kind
 from console.tunnels import console_connect
 
 logger = logging.getLogger(__name__)
@@ -57,17 +57,24 @@ def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
 
 
 def websocket_admit(*, scope, kind: str = ConsoleTicket.Kind.BROWSER) -> ConsoleTicket:
-    """Who is asking and whether their ticket admits them (blocking: the database, libvirt)."""
+    """Who is asking and whether their ticket admits them (blocking: the database, libvirt).
+
+    A page's ticket needs the page's own origin and its login cookie. A ticket issued through
+    the API, for embedding a console in another front end, is admitted on its own (no cookie
+    is sent cross-site), from the origin it was issued for, if one was given.
+    """
+    token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
+    vm_id = scope["url_route"]["kwargs"]["vm_id"]
+    if kind == ConsoleTicket.Kind.BROWSER and ticket_kind(token) == ConsoleTicket.Kind.API:
+        origin = dict(scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
+        return console_ticket_admit(token=token, kind=ConsoleTicket.Kind.API, origin=origin, vm_id=vm_id)
     origin = websocket_origin_allowed(scope)
     if origin is None:
         raise TicketRefused(Refusal.FOREIGN_ORIGIN)
     user = user_from_session_cookie(scope.get("headers", []))
     if not user.is_authenticated:
         raise TicketRefused(Refusal.NOT_LOGGED_IN)
-    token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
-    return console_ticket_admit(
-        token=token, kind=kind, origin=origin, user=user, vm_id=scope["url_route"]["kwargs"]["vm_id"]
-    )
+    return console_ticket_admit(token=token, kind=kind, origin=origin, user=user, vm_id=vm_id)
 
 
 class ConsoleProxyConsumer:

@@ -332,6 +332,7 @@ class ConsoleTicket(models.Model):
         WEBSOCKIFY = "websockify", "browser console through websockify"
         VV = "vv", "virt-viewer file (the SPICE proxy)"
         SERIAL = "serial", "serial console (the portal's WebSocket, libvirt's console stream)"
+        API = "api", "console through the API: the portal's WebSocket, admitted by the ticket alone"
 
     token_hash = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
@@ -412,3 +413,23 @@ class ConsolePreference(models.Model):
 
     def __str__(self) -> str:
         return f"console preferences of {self.user}"
+
+
+class ApiToken(models.Model):
+    """A user's token for the REST API: shown once when made, stored as its SHA-256 only."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=64, help_text="What it is for, e.g. 'backup script'.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12, help_text="The token's first characters, to recognise it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: until revoked.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…) of {self.user}"

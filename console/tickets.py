@@ -37,6 +37,7 @@ from console.domainxml import (
     graphics_password_xml,
     has_serial_console,
 )
+from console.errors import PortalError
 from console.hypervisor import (
     ACTIVE_STATES,
     DomainNotFound,
@@ -53,12 +54,18 @@ TICKET_RETENTION = timedelta(days=1)
 RATE_WINDOW = timedelta(seconds=60)
 
 
-class ConsoleUnavailable(Exception):
+class ConsoleUnavailable(PortalError):
     """The VM has no console to open now (not running, or no graphics device); says why."""
 
+    status = 409
+    code = "console_unavailable"
 
-class RateLimited(Exception):
+
+class RateLimited(PortalError):
     """Too many tickets asked for in a short time; `retry_after` says when to try again (s)."""
+
+    status = 429
+    code = "rate_limited"
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -322,6 +329,13 @@ def _open_consoles(user_id: int, *, besides: int) -> int:
         .distinct()
         .count()
     )
+
+
+def ticket_kind(token: str) -> str | None:
+    """The kind of the ticket a token names (None if none): which admission rules apply."""
+    if not token:
+        return None
+    return ConsoleTicket.objects.filter(token_hash=token_hash(token)).values_list("kind", flat=True).first()
 
 
 def console_ticket_admit(

@@ -6,6 +6,7 @@ app_name = "console"
 
 urlpatterns = [
     path("", views.vm_list, name="vm-list"),
+    path("account/tokens/", views.api_tokens, name="api-tokens"),
     path("vms/<int:vm_id>/", views.vm_detail, name="vm-detail"),
     path("vms/<int:vm_id>/state/", views.vm_state, name="vm-state"),
     path("vms/<int:vm_id>/console/", views.vm_console, name="vm-console"),

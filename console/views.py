@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,11 +13,13 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user
+from console.apitokens import api_token_create, api_token_revoke
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.hypervisor.ssh import ssh_target
 from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
@@ -243,6 +246,32 @@ def vm_state(request, vm_id: int):
             {"state": "unknown", "error": f"host {vm.host.name} does not answer{detail}"}, status=503
         )
     return JsonResponse({"state": state})
+
+
+@login_required
+@never_cache
+def api_tokens(request):
+    """The user's API tokens: make one (shown once), see when each was last used, revoke."""
+    context: dict = {}
+    if request.method == "POST":
+        if request.POST.get("action") == "revoke":
+            if api_token_revoke(user=request.user, token_id=int(request.POST.get("token") or 0)):
+                messages.success(request, "The token was revoked; requests with it are refused from now on.")
+            return redirect("console:api-tokens")
+        name = request.POST.get("name", "").strip()
+        try:
+            days = int(request.POST.get("days", "90"))
+        except ValueError:
+            days = -1
+        if not name or days not in (0, 30, 90, 365):
+            context["form_error"] = "Give the token a name, and an expiry from the list."
+        else:
+            expires = timezone.now() + timedelta(days=days) if days else None
+            context["new_token"], context["new_token_value"] = api_token_create(
+                user=request.user, name=name, expires_at=expires
+            )
+    context["tokens"] = request.user.api_tokens.all()
+    return render(request, "console/api_tokens.html", context, status=400 if "form_error" in context else 200)
 
 
 def console_ws_http(request, vm_id: int):

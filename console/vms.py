@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
+from console.errors import PortalError
 from console.hypervisor import (
     ACTIVE_STATES,
     MISSING,
@@ -23,8 +24,11 @@ from console.tickets import console_tickets_revoke
 logger = logging.getLogger(__name__)
 
 
-class VmActionRefused(Exception):
+class VmActionRefused(PortalError):
     """The action does not apply to the VM in its current state; the message says why."""
+
+    status = 409
+    code = "vm_state"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.v1 import api
 from console.views import console_ws_http
 from portal.health import healthz
 
@@ -10,6 +11,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/v1/", api.urls),
     path("", include("console.urls")),
     # Served by the WebSocket router (console/routing.py); named here so pages can reverse it.
     path("ws/console/<int:vm_id>/", console_ws_http, name="console-ws"),

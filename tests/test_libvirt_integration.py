@@ -118,3 +118,33 @@ def test_importdomains_adopts_unknown_domains(make_vm, user, local_host, capsys)
     assert (imported.uuid, imported.memory_mib, imported.vcpus, imported.owner) == (uuid_before, 96, 1, user)
     assert imported.boot_menu and imported.started_mode == "vnc"
     assert f"imported {vm.name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["spice", "vnc"])
+def test_live_xml_keeps_the_desktop_devices_and_the_serial_console(make_vm, user, mode):
+    """QEMU started with every device the builder asked for: libvirt's live XML has them."""
+    import xml.etree.ElementTree as ET
+
+    from django.conf import settings
+
+    config_set(key=CONSOLE_MODE, value=mode, actor="test")
+    vm = make_vm(
+        memory_mib=192,
+        kernel=f"{settings.GUEST_DIR}/vmlinuz",
+        initrd=f"{settings.GUEST_DIR}/initrd.img",
+        kernel_cmdline="console=tty0 console=ttyS0",
+    )
+    vm_start(vm=vm, user=user)
+    devices = ET.fromstring(hypervisor_for(vm.host.uri).xml(vm.name)).find("devices")
+    assert devices.find("serial").get("type") == "pty" and devices.find("serial/source").get("path")
+    assert devices.find("console/target").get("type") == "serial"
+    channels = {c.get("type"): c for c in devices.findall("channel")}
+    if mode == "spice":
+        assert channels["spicevmc"].find("target").get("name") == "com.redhat.spice.0"
+        assert devices.find("sound").get("model") == "ich9"
+        assert devices.find("audio").get("type") == "spice"
+        assert devices.find("controller[@type='usb']").get("model") == "qemu-xhci"
+        assert len(devices.findall("redirdev[@type='spicevmc']")) == 2
+    else:
+        assert channels["qemu-vdagent"].find("source/clipboard").get("copypaste") == "yes"
+        assert devices.find("sound") is None

@@ -147,4 +147,4 @@ def test_vm_shutting_down_ends_the_session_with_its_reason(page, running_guest):
     virsh("shutdown", portal.vm_name)
     wait_until(page, f"{STATUS}.includes('the VM stopped')", timeout=30)
     assert "shut off" in page.inner_text("#status")
-    assert "serial console closed: the VM stopped" in terminal_text(page)
+    wait_for_text(page, r"serial console closed: the VM stopped", timeout=5)

@@ -1,0 +1,498 @@
+"""The REST API, version 1: what the pages do, for scripts and other front ends.
+
+The same functions as the pages (access check, VM actions, tickets, .vv files, the settings
+registry), so no rule has a second implementation. One error model: every error is
+`{"error": {"code": ..., "message": ..., "field": ...}}` with its HTTP status.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import Field, NinjaAPI, Query, Router, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.security import HttpBearer, django_auth
+
+from console.access import vm_get_for_user
+from console.apitokens import api_token_user
+from console.errors import PortalError
+from console.globalconfig import DEFINITIONS, UnknownSetting, config_set, config_value, definition_get
+from console.hosts import host_checks
+from console.hypervisor import HypervisorError, HypervisorUnavailable
+from console.models import ConsoleSession, ConsoleTicket, GlobalConfigChange, Host, VirtualMachine
+from console.sessions import console_download_record
+from console.tickets import RateLimited, console_ticket_issue
+from console.views import VV_MAX_CONNECTIONS, vv_unreachable
+from console.vms import VmStatus, vm_poweroff, vm_reboot, vm_shutdown, vm_start, vm_status, vm_statuses
+from console.vv import VvFile, vv_render
+
+
+class TokenAuth(HttpBearer):
+    """`Authorization: Bearer vcp_…`: a token its user made on their profile page."""
+
+    def authenticate(self, request: HttpRequest, token: str):
+        user = api_token_user(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="VM console portal API",
+    version="1",
+    description="VMs, their consoles and the portal's settings. Authenticate with a token made on "
+    "your profile page (`Authorization: Bearer vcp_…`), or with the portal's login session (and its "
+    "CSRF token) from its own pages.",
+    auth=[TokenAuth(), django_auth],
+    urls_namespace="api-v1",
+    openapi_url="/schema/",
+    docs_url="/docs/",
+)
+
+
+# -- one error model ---------------------------------------------------------------------------
+
+
+class ErrorDetail(Schema):
+    code: str = Field(description="Stable, machine-readable.")
+    message: str = Field(description="What happened and what to do, in words.")
+    field: str | None = Field(None, description="The input field at fault, for validation errors.")
+
+
+class ErrorOut(Schema):
+    error: ErrorDetail
+
+
+def _error(request, status: int, code: str, message: str, field: str | None = None, headers=None):
+    response = api.create_response(
+        request, {"error": {"code": code, "message": message, "field": field}}, status=status
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+@api.exception_handler(PortalError)
+def _portal_error(request, exc: PortalError):
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return _error(request, exc.status, exc.code, exc.message, headers=headers)
+
+
+@api.exception_handler(HypervisorUnavailable)
+def _host_down(request, exc: HypervisorUnavailable):
+    detail = f": {exc.message}" if request.user.is_staff else ""
+    return _error(request, 503, "host_unavailable", f"host {exc.host} does not answer{detail}")
+
+
+@api.exception_handler(HypervisorError)
+def _hypervisor_error(request, exc: HypervisorError):
+    # libvirt's words can quote paths and configuration on the host: staff only.
+    detail = str(exc) if request.user.is_staff else "an administrator can see why in the log"
+    return _error(request, 502, "hypervisor_error", f"the hypervisor refused: {detail}")
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _error(request, 404, "not_found", str(exc) or "Not found.")
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    response = _error(
+        request, 401, "unauthorized", "Authenticate with a valid, unexpired API token (Bearer) or log in."
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+@api.exception_handler(NinjaValidationError)
+def _invalid(request, exc: NinjaValidationError):
+    first = exc.errors[0] if exc.errors else {}
+    field = ".".join(str(part) for part in first.get("loc", [])[1:]) or None
+    return _error(request, 422, "invalid", first.get("msg", "Invalid input."), field=field)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    codes = {403: "staff_only", 405: "method_not_allowed"}
+    return _error(request, exc.status_code, codes.get(exc.status_code, "error"), str(exc))
+
+
+def _staff(request) -> None:
+    if not request.user.is_staff:
+        raise HttpError(403, "Only staff may use this endpoint.")
+
+
+# -- VMs -------------------------------------------------------------------------------------------
+
+
+class VmOut(Schema):
+    id: int
+    name: str
+    host: str
+    owner: str
+    state: str = Field(
+        description="libvirt's state in words, 'missing' if not defined, 'unknown' if the host is down."
+    )
+    console_mode: str = Field(
+        description="The protocol a start would use now (kvm.consoleMode or the VM's own)."
+    )
+    running_mode: str | None = Field(description="The protocol the running VM has (until it restarts).")
+    restart_required: bool
+    serial_console: bool
+    url: str
+
+
+def _vm_out(vm: VirtualMachine, status: VmStatus | HypervisorError) -> dict:
+    known = isinstance(status, VmStatus)
+    return {
+        "id": vm.id,
+        "name": vm.name,
+        "host": vm.host.name,
+        "owner": vm.owner.get_username(),
+        "state": status.state if known else "unknown",
+        "console_mode": vm.effective_console_mode(),
+        "running_mode": status.running_mode if known else None,
+        "restart_required": status.restart_required if known else False,
+        "serial_console": vm.serial_console,
+        "url": reverse("api-v1:vm-get", args=[vm.id]),
+    }
+
+
+class VmFilters(Schema):
+    host: str | None = Field(None, description="Only VMs on the host of this name.")
+    state: str | None = Field(None, description="Only VMs in this state, e.g. running, 'shut off'.")
+    ordering: Literal["name", "-name", "id", "-id", "host", "-host"] = "name"
+
+
+vms = Router(tags=["VMs"])
+
+
+@vms.get("/", response=list[VmOut], url_name="vm-list")
+@paginate(LimitOffsetPagination)
+def vm_list(request, filters: Query[VmFilters]):
+    """The VMs you may use (all of them for staff), with their live state."""
+    ordering = filters.ordering.replace("host", "host__name")
+    rows = (
+        VirtualMachine.objects.visible_to(request.user)
+        .select_related("host", "owner")
+        .order_by(ordering, "id")
+    )
+    if filters.host:
+        rows = rows.filter(host__name=filters.host)
+    rows = list(rows)
+    statuses = vm_statuses(rows)
+    out = [_vm_out(vm, statuses[vm.id]) for vm in rows]
+    return [row for row in out if not filters.state or row["state"] == filters.state]
+
+
+@vms.get("/{int:vm_id}/", response={200: VmOut, 404: ErrorOut, 503: ErrorOut}, url_name="vm-get")
+def vm_get(request, vm_id: int):
+    """One VM with its live state; another user's VM is not found."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    return _vm_out(vm, vm_status(vm))
+
+
+def _action_view(action: str, run):
+    def view(request, vm_id: int):
+        vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+        run(vm=vm, user=request.user)
+        return _vm_out(vm, vm_status(vm))
+
+    view.__name__ = f"vm_{action}"
+    return view
+
+
+for _action, _run, _summary in (
+    ("start", vm_start, "Start the VM with its effective console mode."),
+    ("shutdown", vm_shutdown, "Ask the guest to shut down (ACPI)."),
+    ("poweroff", vm_poweroff, "Power the VM off at once."),
+    ("reboot", vm_reboot, "Power-cycle the VM, applying a changed console mode."),
+):
+    vms.post(
+        f"/{{int:vm_id}}/{_action}/",
+        response={200: VmOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut},
+        url_name=f"vm-{_action}",
+        summary=_summary,
+        operation_id=f"api_v1_vm_{_action}",
+    )(_action_view(_action, _run))
+
+
+class TicketOut(Schema):
+    protocol: str
+    websocket_url: str = Field(description="Open it within `expires_at`; binary frames carry the console.")
+    token: str
+    password: str = Field(description="The VM's graphics password for this ticket (VNC/SPICE auth).")
+    expires_at: datetime
+
+
+@vms.post(
+    "/{int:vm_id}/console-ticket/",
+    response={200: TicketOut, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    url_name="vm-console-ticket",
+)
+def vm_console_ticket(
+    request,
+    vm_id: int,
+    origin: str = Query(
+        "",
+        description="The origin (scheme://host[:port]) of the page that will open the WebSocket; "
+        "when given, only a WebSocket from it is admitted.",
+    ),
+):
+    """A ticket to the VM's graphical console, for embedding it in another front end: the
+    WebSocket admits it without a login cookie, from `origin` if given."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    if origin and not _is_origin(origin):
+        return _error(request, 422, "invalid", "origin must be scheme://host[:port]", field="origin")
+    issued = console_ticket_issue(user=request.user, vm=vm, kind=ConsoleTicket.Kind.API, origin=origin)
+    scheme = "wss" if request.is_secure() else "ws"
+    path = reverse("console-ws", args=[vm.id])
+    return {
+        "protocol": issued.protocol,
+        "websocket_url": f"{scheme}://{request.get_host()}{path}?token={issued.token}",
+        "token": issued.token,
+        "password": issued.password,
+        "expires_at": issued.expires_at,
+    }
+
+
+def _is_origin(value: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.path and not parts.query
+
+
+@vms.post(
+    "/{int:vm_id}/console.vv",
+    response={200: None, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    url_name="vm-console-vv",
+    openapi_extra={"responses": {200: {"content": {"application/x-virt-viewer": {}}}}},
+)
+def vm_console_vv(request, vm_id: int, fullscreen: bool = False):
+    """A .vv file for virt-viewer (remote-viewer), with a short-lived password."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    problem = vv_unreachable(vm)
+    if problem:
+        return _error(request, 409, "console_unreachable", problem)
+    issued = console_ticket_issue(
+        user=request.user,
+        vm=vm,
+        kind=ConsoleTicket.Kind.VV,
+        seconds=settings.VV_PASSWORD_SECONDS,
+        max_connections=VV_MAX_CONNECTIONS,
+    )
+    through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
+    text = vv_render(
+        VvFile(
+            type=issued.protocol,
+            host=issued.token if through_proxy else vm.host.console_client_address,
+            port=issued.ticket.port,
+            password=issued.password,
+            title=vm.name,
+            tls_port=issued.ticket.tls_port,
+            ca=vm.host.spice_ca_cert,
+            host_subject=vm.host.spice_host_subject,
+            proxy=settings.SPICE_PROXY_URL if through_proxy else "",
+            fullscreen=fullscreen,
+        )
+    )
+    console_download_record(ticket=issued.ticket, client_address=request.META.get("REMOTE_ADDR"))
+    response = HttpResponse(text, content_type="application/x-virt-viewer")
+    response["Content-Disposition"] = f'attachment; filename="{vm.name}.vv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# -- console sessions ------------------------------------------------------------------------------
+
+
+class SessionOut(Schema):
+    id: int
+    user: str | None
+    vm: str | None
+    vm_id: int | None
+    via: str
+    protocol: str
+    client_address: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    bytes_to_client: int
+    bytes_from_client: int
+    end_reason: str
+
+
+sessions = Router(tags=["Console sessions"])
+
+
+@sessions.get("/", response=list[SessionOut], url_name="session-list")
+@paginate(LimitOffsetPagination)
+def session_list(
+    request, open: bool | None = None, ordering: Literal["started_at", "-started_at"] = "-started_at"
+):
+    """Your console sessions (everyone's for staff), newest first; `open=true` for open ones."""
+    rows = ConsoleSession.objects.select_related("user", "vm").order_by(ordering, "-id")
+    if not request.user.is_staff:
+        rows = rows.filter(user=request.user)
+    if open is not None:
+        rows = rows.filter(ended_at__isnull=open)
+    return [
+        {
+            **{
+                f: getattr(s, f)
+                for f in ("id", "via", "protocol", "client_address", "started_at", "ended_at")
+            },
+            **{f: getattr(s, f) for f in ("bytes_to_client", "bytes_from_client", "end_reason")},
+            "user": s.user.get_username() if s.user else None,
+            "vm": s.vm.name if s.vm else None,
+            "vm_id": s.vm_id,
+        }
+        for s in rows
+    ]
+
+
+# -- hosts (staff) ---------------------------------------------------------------------------------
+
+
+class HostOut(Schema):
+    id: int
+    name: str
+    uri: str
+    up: bool
+    health: str = Field(description="libvirt's version, or why the host does not answer.")
+    vm_count: int
+
+
+hosts = Router(tags=["Hosts (staff)"])
+
+
+@hosts.get("/", response={200: list[HostOut], 403: ErrorOut}, url_name="host-list")
+@paginate(LimitOffsetPagination)
+def host_list(request):
+    """Every hypervisor host with its health, checked side by side (staff only)."""
+    _staff(request)
+    rows = list(Host.objects.order_by("name"))
+    health = host_checks(rows)
+    counts = dict(
+        VirtualMachine.objects.values("host_id").annotate(n=Count("id")).values_list("host_id", "n")
+    )
+    return [
+        {
+            "id": h.id,
+            "name": h.name,
+            "uri": h.uri,
+            "up": health[h.id].ok,
+            "health": health[h.id].text,
+            "vm_count": counts.get(h.id, 0),
+        }
+        for h in rows
+    ]
+
+
+# -- global configuration (staff) -------------------------------------------------------------------
+
+
+class SettingOut(Schema):
+    key: str
+    value: str
+    default: str
+    type: str
+    valid_values: list[str]
+    description: str
+
+
+class SettingIn(Schema):
+    value: str | None = Field(description="The new value; null resets to the default.")
+
+
+class ChangeOut(Schema):
+    key: str
+    old_value: str
+    new_value: str
+    actor: str
+    changed_at: datetime
+
+
+config = Router(tags=["Global configuration (staff)"])
+
+
+def _setting_out(key: str) -> dict:
+    d = definition_get(key)
+    return {
+        "key": key,
+        "value": config_value(key),
+        "default": d.default,
+        "type": d.type,
+        "valid_values": list(d.valid_values),
+        "description": d.description,
+    }
+
+
+def _setting_key(request, key: str) -> str:
+    _staff(request)
+    try:
+        definition_get(key)
+    except UnknownSetting as exc:
+        raise Http404(str(exc)) from None
+    return key
+
+
+@config.get("/", response={200: list[SettingOut], 403: ErrorOut}, url_name="config-list")
+@paginate(LimitOffsetPagination)
+def config_list(request):
+    """Every global setting with its value (the registry that admin and `manage.py globalconfig` use)."""
+    _staff(request)
+    return [_setting_out(key) for key in sorted(DEFINITIONS)]
+
+
+@config.get("/{key}/", response={200: SettingOut, 403: ErrorOut, 404: ErrorOut}, url_name="config-get")
+def config_get(request, key: str):
+    return _setting_out(_setting_key(request, key))
+
+
+@config.put(
+    "/{key}/", response={200: SettingOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}, url_name="config-set"
+)
+def config_put(request, key: str, body: SettingIn):
+    """Set a value, validated as in admin, and recorded in the change history with who set it."""
+    key = _setting_key(request, key)
+    try:
+        config_set(key=key, value=body.value, actor=f"api:{request.user.get_username()}", user=request.user)
+    except DjangoValidationError as exc:
+        return _error(request, 422, "invalid", " ".join(exc.messages), field="value")
+    return _setting_out(key)
+
+
+@config.get(
+    "/{key}/history/",
+    response={200: list[ChangeOut], 403: ErrorOut, 404: ErrorOut},
+    url_name="config-history",
+)
+@paginate(LimitOffsetPagination)
+def config_history(request, key: str):
+    """Who changed the setting, when, from what to what; newest first."""
+    key = _setting_key(request, key)
+    category, name = key.split(".", 1)
+    return [
+        {
+            "key": key,
+            "old_value": c.old_value,
+            "new_value": c.new_value,
+            "actor": c.actor,
+            "changed_at": c.changed_at,
+        }
+        for c in GlobalConfigChange.objects.filter(category=category, name=name)
+    ]
+
+
+api.add_router("/vms/", vms)
+api.add_router("/sessions/", sessions)
+api.add_router("/hosts/", hosts)
+api.add_router("/config/", config)
