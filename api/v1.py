@@ -26,7 +26,7 @@ from console.globalconfig import DEFINITIONS, UnknownSetting, config_set, config
 from console.hosts import host_checks
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import ConsoleSession, ConsoleTicket, GlobalConfigChange, Host, VirtualMachine
-from console.sessions import console_download_record
+from console.sessions import console_download_record, console_session_end_request
 from console.tickets import RateLimited, console_ticket_issue
 from console.views import VV_MAX_CONNECTIONS, vv_unreachable
 from console.vms import VmStatus, vm_poweroff, vm_reboot, vm_shutdown, vm_start, vm_status, vm_statuses
@@ -319,6 +319,9 @@ class SessionOut(Schema):
     user: str | None
     vm: str | None
     vm_id: int | None
+    host: str | None
+    worker: str
+    ended_by: str | None
     via: str
     protocol: str
     client_address: str | None
@@ -332,30 +335,44 @@ class SessionOut(Schema):
 sessions = Router(tags=["Console sessions"])
 
 
+def _session_out(s: ConsoleSession) -> dict:
+    fields = ("id", "via", "protocol", "client_address", "started_at", "ended_at", "worker")
+    return {
+        **{f: getattr(s, f) for f in (*fields, "bytes_to_client", "bytes_from_client", "end_reason")},
+        "user": s.user.get_username() if s.user else None,
+        "vm": s.vm.name if s.vm else None,
+        "vm_id": s.vm_id,
+        "host": s.vm.host.name if s.vm else None,
+        "ended_by": s.ended_by.get_username() if s.ended_by else None,
+    }
+
+
 @sessions.get("/", response=list[SessionOut], url_name="session-list")
 @paginate(LimitOffsetPagination)
 def session_list(
     request, open: bool | None = None, ordering: Literal["started_at", "-started_at"] = "-started_at"
 ):
     """Your console sessions (everyone's for staff), newest first; `open=true` for open ones."""
-    rows = ConsoleSession.objects.select_related("user", "vm").order_by(ordering, "-id")
+    rows = ConsoleSession.objects.select_related("user", "vm__host", "ended_by").order_by(ordering, "-id")
     if not request.user.is_staff:
         rows = rows.filter(user=request.user)
     if open is not None:
         rows = rows.filter(ended_at__isnull=open)
-    return [
-        {
-            **{
-                f: getattr(s, f)
-                for f in ("id", "via", "protocol", "client_address", "started_at", "ended_at")
-            },
-            **{f: getattr(s, f) for f in ("bytes_to_client", "bytes_from_client", "end_reason")},
-            "user": s.user.get_username() if s.user else None,
-            "vm": s.vm.name if s.vm else None,
-            "vm_id": s.vm_id,
-        }
-        for s in rows
-    ]
+    return [_session_out(s) for s in rows]
+
+
+@sessions.post(
+    "/{int:session_id}/end/", response={200: SessionOut, 403: ErrorOut, 404: ErrorOut}, url_name="session-end"
+)
+def session_end(request, session_id: int):
+    """End an open console session wherever it runs (staff): the user's page says an
+    administrator ended it (close code 4020), and the record names who did."""
+    _staff(request)
+    if not console_session_end_request(session_id=session_id, by=request.user):
+        raise Http404("No open console session with this id.")
+    return _session_out(
+        ConsoleSession.objects.select_related("user", "vm__host", "ended_by").get(pk=session_id)
+    )
 
 
 # -- hosts (staff) ---------------------------------------------------------------------------------

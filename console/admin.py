@@ -20,6 +20,7 @@ from console.models import (
     VirtualMachine,
     VmEvent,
 )
+from console.sessions import console_session_end_request
 from console.vms import vms_restart_required_count
 
 
@@ -182,6 +183,12 @@ class VirtualMachineAdmin(admin.ModelAdmin):
     list_filter = ["host", "console_mode"]
     search_fields = ["name", "owner__username"]
     readonly_fields = ["uuid", "started_mode", "created_at"]
+    actions = ["end_console_sessions"]
+
+    @admin.action(description="End the selected VMs' open console sessions")
+    def end_console_sessions(self, request, queryset):
+        ended = _end_sessions(request, ConsoleSession.objects.filter(vm__in=queryset))
+        self.message_user(request, f"Ending {ended} console session(s); their pages will say why.")
 
 
 @admin.register(VmEvent)
@@ -206,6 +213,21 @@ class ConsoleSessionAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["via", "protocol", "end_reason"]
     search_fields = ["vm__name", "user__username", "client_address"]
+    actions = ["end_sessions"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and request.user.is_staff  # for the action; the records stay read-only
+
+    @admin.action(description="End the selected open sessions")
+    def end_sessions(self, request, queryset):
+        ended = _end_sessions(request, queryset)
+        self.message_user(request, f"Ending {ended} console session(s); their pages will say why.")
+
+
+def _end_sessions(request, sessions) -> int:
+    """Ask every open one of `sessions` to end (each ends at its process's next check)."""
+    open_ids = sessions.filter(ended_at__isnull=True).values_list("pk", flat=True)
+    return sum(console_session_end_request(session_id=pk, by=request.user) for pk in list(open_ids))
 
 
 @admin.register(ConsoleTicket)

@@ -140,7 +140,10 @@ class ConsoleProxyConsumer:
             ticket=ticket, via=ConsoleSession.Via.CHANNELS, client_address=client[0]
         )
         self.session_id = session.pk
-        session_guard().watch(session.pk, ticket.pk, self._right_gone)
+        link = self.link
+        session_guard().watch(
+            session.pk, ticket.pk, self._right_gone, lambda: (link.bytes_to_client, link.bytes_from_client)
+        )
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         return True
 

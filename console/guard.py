@@ -18,7 +18,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from console.sessions import console_sessions_heartbeat, console_sessions_sweep
+from console.sessions import (
+    console_sessions_end_requested,
+    console_sessions_heartbeat,
+    console_sessions_sweep,
+)
 from console.tickets import Refusal, console_rights_check
 
 logger = logging.getLogger(__name__)
@@ -30,17 +34,29 @@ OnRefused = Callable[[Refusal], Awaitable[None]]
 class _Watched:
     ticket_id: int
     on_refused: OnRefused
+    counters: Callable[[], tuple[int, int]] | None = None
 
 
 SWEEP_EVERY = 5  # rounds: sessions of a lost worker are ended within about half a minute
 
 
-def _check(session_tickets: dict[int, int], *, sweep: bool = False) -> dict[int, Refusal | None]:
+def _check(
+    session_tickets: dict[int, int],
+    *,
+    sweep: bool = False,
+    counters: dict[int, tuple[int, int]] | None = None,
+) -> dict[int, Refusal | None]:
+    """For each session: why it must end now, or None."""
     close_old_connections()
-    console_sessions_heartbeat(session_tickets)
+    console_sessions_heartbeat(session_tickets, counters)
     if sweep:
         console_sessions_sweep()
-    return console_rights_check(session_tickets.values())
+    by_ticket = console_rights_check(session_tickets.values())
+    ended = console_sessions_end_requested(session_tickets)
+    return {
+        sid: Refusal.ENDED_BY_ADMIN if sid in ended else by_ticket.get(tid)
+        for sid, tid in session_tickets.items()
+    }
 
 
 class SessionGuard:
@@ -51,8 +67,16 @@ class SessionGuard:
         self._task: asyncio.Task | None = None
         self._rounds = 0
 
-    def watch(self, session_id: int, ticket_id: int, on_refused: OnRefused) -> None:
-        self._watched[session_id] = _Watched(ticket_id, on_refused)
+    def watch(
+        self,
+        session_id: int,
+        ticket_id: int,
+        on_refused: OnRefused,
+        counters: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        """Check this console's right every round; `counters` gives its bytes to and from the
+        client so far, recorded with each heartbeat."""
+        self._watched[session_id] = _Watched(ticket_id, on_refused, counters)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -69,10 +93,12 @@ class SessionGuard:
             return
         self._rounds += 1
         refusals = await database_sync_to_async(_check)(
-            {sid: w.ticket_id for sid, w in watched.items()}, sweep=self._rounds % SWEEP_EVERY == 0
+            {sid: w.ticket_id for sid, w in watched.items()},
+            sweep=self._rounds % SWEEP_EVERY == 0,
+            counters={sid: w.counters() for sid, w in watched.items() if w.counters is not None},
         )
         for session_id, entry in watched.items():
-            refusal = refusals.get(entry.ticket_id)
+            refusal = refusals.get(session_id)
             if refusal is not None and session_id in self._watched:
                 self.forget(session_id)
                 logger.info("ending console session %s: %s", session_id, refusal.message)
@@ -101,6 +127,8 @@ def session_guard() -> SessionGuard:
     return guard
 
 
-def recheck_one(session_id: int, ticket_id: int) -> Refusal | None:
+def recheck_one(session_id: int, ticket_id: int, counters: tuple[int, int] | None = None) -> Refusal | None:
     """The same check for one session, synchronously (websockify's children)."""
-    return _check({session_id: ticket_id}).get(ticket_id)
+    return _check({session_id: ticket_id}, counters={session_id: counters} if counters else None).get(
+        session_id
+    )

@@ -396,6 +396,17 @@ class ConsoleSession(models.Model):
     seen_at = models.DateTimeField(
         null=True, blank=True, help_text="Last heartbeat of the relaying process, every few seconds."
     )
+    end_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an administrator asked to end it (it ends at the next check)."
+    )
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The administrator who ended it.",
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -141,7 +141,12 @@ class SerialConsoleConsumer:
             return False
         if takeover:
             logger.info("%s took over the serial console of %s", ticket.user, ticket.vm)
-        session_guard().watch(self.session.pk, ticket.pk, self._right_gone)
+        session_guard().watch(
+            self.session.pk,
+            ticket.pk,
+            self._right_gone,
+            lambda: (self.bytes_to_client, self.bytes_from_client),
+        )
         await self.send({"type": "websocket.accept"})
         return True
 

@@ -33,10 +33,38 @@ def console_session_start(*, ticket: ConsoleTicket, via: str, client_address: st
     )
 
 
-def console_sessions_heartbeat(session_ids: Iterable[int]) -> None:
-    """The relaying process is alive and these sessions are open."""
-    ConsoleSession.objects.filter(pk__in=list(session_ids), ended_at__isnull=True).update(
-        seen_at=timezone.now()
+def console_sessions_heartbeat(
+    session_ids: Iterable[int], counters: dict[int, tuple[int, int]] | None = None
+) -> None:
+    """The relaying process is alive and these sessions are open; `counters` are their bytes
+    to and from the client so far, for the live consoles page."""
+    now = timezone.now()
+    counters = counters or {}
+    plain = [pk for pk in session_ids if pk not in counters]
+    if plain:
+        ConsoleSession.objects.filter(pk__in=plain, ended_at__isnull=True).update(seen_at=now)
+    for pk, (to_client, from_client) in counters.items():
+        ConsoleSession.objects.filter(pk=pk, ended_at__isnull=True).update(
+            seen_at=now, bytes_to_client=to_client, bytes_from_client=from_client
+        )
+
+
+def console_sessions_end_requested(session_ids: Iterable[int]) -> set[int]:
+    """Which of these open sessions an administrator asked to end."""
+    return set(
+        ConsoleSession.objects.filter(pk__in=list(session_ids), end_requested_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def console_session_end_request(*, session_id: int, by) -> bool:
+    """An administrator ends an open session, wherever it runs: its relaying process ends it at
+    its next check (every CONSOLE_RECHECK_SECONDS). False if it is not open."""
+    return bool(
+        ConsoleSession.objects.filter(
+            pk=session_id, ended_at__isnull=True, end_requested_at__isnull=True
+        ).update(end_requested_at=timezone.now(), ended_by=by)
     )
 
 
@@ -52,10 +80,11 @@ def console_sessions_sweep() -> int:
 def console_session_end(
     *, session_id: int, bytes_to_client: int, bytes_from_client: int, reason: str
 ) -> None:
+    """Record the end of a session: its totals (bytes since it started) and how it ended."""
     ConsoleSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
         ended_at=timezone.now(),
-        bytes_to_client=F("bytes_to_client") + bytes_to_client,
-        bytes_from_client=F("bytes_from_client") + bytes_from_client,
+        bytes_to_client=bytes_to_client,
+        bytes_from_client=bytes_from_client,
         end_reason=reason[:64],
     )
 

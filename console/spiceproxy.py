@@ -105,7 +105,9 @@ async def _serve(head: bytes, reader: asyncio.StreamReader, writer: asyncio.Stre
         await link.close()
         writer.close()
 
-    session_guard().watch(session.pk, ticket.pk, right_gone)
+    session_guard().watch(
+        session.pk, ticket.pk, right_gone, lambda: (link.bytes_to_client, link.bytes_from_client)
+    )
     try:
         reason = await _relay(reader, writer, link)
     finally:

@@ -92,6 +92,7 @@ class Refusal(enum.Enum):
     DEACTIVATED = 4017
     SERIAL_BUSY = 4018
     TAKEN_OVER = 4019
+    ENDED_BY_ADMIN = 4020
 
     @property
     def message(self) -> str:
@@ -116,6 +117,7 @@ _REFUSAL_MESSAGES = {
     Refusal.DEACTIVATED: "your account was deactivated",
     Refusal.SERIAL_BUSY: "someone else has the serial console open",
     Refusal.TAKEN_OVER: "an administrator took over the serial console",
+    Refusal.ENDED_BY_ADMIN: "an administrator ended this console session",
 }
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -20,11 +20,12 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user
 from console.apitokens import api_token_create, api_token_revoke
-from console.hypervisor import HypervisorError, HypervisorUnavailable
+from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
 from console.hypervisor.ssh import ssh_target
 from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
 from console.origins import request_origin
 from console.preload import module_graph
+from console.screenshots import vm_thumbnail
 from console.sessions import console_download_record
 from console.tickets import (
     ConsoleUnavailable,
@@ -272,6 +273,27 @@ def api_tokens(request):
             )
     context["tokens"] = request.user.api_tokens.all()
     return render(request, "console/api_tokens.html", context, status=400 if "form_error" in context else 200)
+
+
+@login_required
+def vm_thumbnail_png(request, vm_id: int):
+    """A small picture of the running VM's screen, for the VM list (same access check)."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    try:
+        png = vm_thumbnail(vm)
+    except (DomainNotRunning, DomainNotFound):
+        return HttpResponse(f"{vm.name} is not running.\n", status=409, content_type="text/plain")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=5"
+    return response
+
+
+@login_required
+def live_consoles(request):
+    """Staff: every open console session, live (the page polls the API)."""
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    return render(request, "console/live_consoles.html")
 
 
 def console_ws_http(request, vm_id: int):

@@ -75,7 +75,7 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
 
     def send_ping(self, data=b""):
         """websockify's heartbeat: also the check that the user may still use this console."""
-        refusal = recheck_one(self.session_id, self.ticket.pk)
+        refusal = recheck_one(self.session_id, self.ticket.pk, (self.bytes_to_client, self.bytes_from_client))
         connections.close_all()
         if refusal is not None:
             raise self.CClose(refusal.value, refusal.message)

@@ -1,9 +1,61 @@
-"""/healthz: the process answers (for HAProxy's health check; no database, no libvirt)."""
+"""/healthz: the process answers (for HAProxy's health check; no database, no libvirt).
+/readyz: it can serve: the database and the channel layer answer; each host's libvirt too,
+in detail for staff (a host that is down makes its own VMs unavailable, not the portal)."""
 
-from django.http import HttpResponse
+import asyncio
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+
+from console.hosts import host_checks
+from console.models import Host
+
+LAYER_TIMEOUT = 2.0
 
 
 @never_cache
 def healthz(request):
     return HttpResponse("ok\n", content_type="text/plain")
+
+
+def _database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return f"failed: {type(exc).__name__}"
+
+
+async def _layer_round_trip() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel("readyz.")
+    await layer.send(channel, {"type": "readyz.ping"})
+    await asyncio.wait_for(layer.receive(channel), LAYER_TIMEOUT)
+
+
+def _channel_layer() -> str:
+    try:
+        async_to_sync(_layer_round_trip)()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"failed: {type(exc).__name__}"
+
+
+@never_cache
+def readyz(request):
+    checks = {"database": _database(), "channel_layer": _channel_layer()}
+    ready = all(value == "ok" for value in checks.values())
+    hosts = list(Host.objects.order_by("name")) if checks["database"] == "ok" else []
+    health = host_checks(hosts)
+    body = {
+        "ready": ready,
+        **checks,
+        "hosts": {"up": sum(h.ok for h in health.values()), "down": sum(not h.ok for h in health.values())},
+    }
+    if request.user.is_authenticated and request.user.is_staff:
+        body["host_detail"] = {h.name: {"up": health[h.pk].ok, "detail": health[h.pk].text} for h in hosts}
+    return JsonResponse(body, status=200 if ready else 503)

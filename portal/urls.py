@@ -4,13 +4,14 @@ from django.urls import include, path
 
 from api.v1 import api
 from console.views import console_ws_http
-from portal.health import healthz
+from portal.health import healthz, readyz
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("api/v1/", api.urls),
     path("", include("console.urls")),
     # Served by the WebSocket router (console/routing.py); named here so pages can reverse it.

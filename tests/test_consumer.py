@@ -204,9 +204,17 @@ def _give_vm_away(user, vm, session_key):
     VirtualMachine.objects.filter(pk=vm.pk).update(owner=other)
 
 
+def _admin_ends_it(user, vm, session_key):
+    from console.sessions import console_session_end_request
+
+    admin = type(user).objects.create_user("ops", password="ops-pw-123", is_staff=True)
+    assert console_session_end_request(session_id=ConsoleSession.objects.get().pk, by=admin)
+
+
 @pytest.mark.parametrize(
     "change, refusal",
     [
+        (_admin_ends_it, Refusal.ENDED_BY_ADMIN),
         (_logout, Refusal.LOGGED_OUT),
         (_new_password, Refusal.PASSWORD_CHANGED),
         (_deactivate, Refusal.DEACTIVATED),
@@ -243,9 +251,12 @@ async def test_open_consoles_send_heartbeats(user, vms, settings):
         comm = await communicator(vms[0].id, token, user)
         assert (await comm.connect())[0]
         first = (await database_sync_to_async(ConsoleSession.objects.get)()).seen_at
+        await comm.send_to(bytes_data=b"12345")
         await asyncio.sleep(0.6)
-        later = (await database_sync_to_async(ConsoleSession.objects.get)()).seen_at
-        assert later > first
+        later = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert later.seen_at > first
+        # the live consoles page sees the bytes so far, before the session ends
+        assert (later.bytes_to_client, later.bytes_from_client) == (10, 5) and later.ended_at is None
         await comm.disconnect()
 
 

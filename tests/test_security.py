@@ -95,3 +95,18 @@ def test_console_pages_have_no_inline_script_or_style(client, user, settings):
         for line in text.splitlines():
             if "<script" in line:
                 assert "src=" in line, f"{template}: inline script"
+
+
+@pytest.mark.django_db
+def test_readyz_checks_database_layer_and_hosts_in_detail_for_staff(client, django_user_model):
+    from console.models import Host
+    from tests.helpers import TEST_NODE_URI
+
+    Host.objects.create(name="fake", uri=TEST_NODE_URI)
+    body = client.get("/readyz").json()
+    assert body["ready"] and body["database"] == "ok" and body["channel_layer"] == "ok"
+    assert body["hosts"]["up"] >= 1 and "host_detail" not in body  # no host names for anyone
+    staff = django_user_model.objects.create_user("ops", password="x-pw-123456", is_staff=True)
+    client.force_login(staff)
+    detail = client.get("/readyz").json()["host_detail"]
+    assert detail["fake"]["up"] and detail["fake"]["detail"].startswith("libvirt ")

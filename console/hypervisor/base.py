@@ -100,6 +100,9 @@ class Hypervisor(Protocol):
     def update_graphics(self, name: str, device_xml: str) -> None:
         """Change the live graphics device (its password) of a running domain."""
 
+    def screenshot(self, name: str) -> bytes:
+        """The running domain's screen as an image (PNG or PPM), taken without its console."""
+
     def open_serial(
         self, name: str, *, on_output: Callable[[bytes | None], None], force: bool = False
     ) -> SerialStream:

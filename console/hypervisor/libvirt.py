@@ -9,6 +9,7 @@ naming the host. All of it blocks, so it must never run on an event loop (it ref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -248,6 +249,26 @@ class LibvirtHypervisor:
             ),
             name,
         )
+
+    def screenshot(self, name: str) -> bytes:
+        """The running domain's screen as QEMU gives it (PNG here), without touching its console."""
+
+        def run(conn: libvirt.virConnect) -> bytes:
+            dom = self._active_domain(conn, name)
+            stream = conn.newStream(0)
+            try:
+                dom.screenshot(stream, 0, 0)
+                chunks = []
+                while data := stream.recv(1 << 18):
+                    chunks.append(data)
+                stream.finish()
+            except libvirt.libvirtError:
+                with contextlib.suppress(libvirt.libvirtError):
+                    stream.abort()
+                raise
+            return b"".join(chunks)
+
+        return self._call(run, name)
 
     def open_serial(
         self, name: str, *, on_output: Callable[[bytes | None], None], force: bool = False

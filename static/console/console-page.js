@@ -24,6 +24,7 @@ const CLOSE_REASONS = {
   4017: "your account was deactivated",
   4018: "someone else has the serial console open",
   4019: "someone took over the serial console",
+  4020: "an administrator ended this console session",
 };
 // Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
 // away (restart, crash) or the console proxy was busy; another worker will take it.
