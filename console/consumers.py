@@ -43,6 +43,15 @@ logger = logging.getLogger(__name__)
 CLOSE_SERVICE_RESTART = 1012  # the worker is stopping; the page reconnects with a fresh ticket
 CLOSE_UNREACHABLE = 4010  # the VM's console does not accept connections
 CLOSE_CONSOLE_ENDED = 4011  # the VM closed the console (shut down, restarted)
+ACTIVITY = '{"activity":1}'  # a text frame from the VNC page (key or mouse used); never relayed
+SPICE_LINK_MAGIC = b"REDQ"
+SPICE_CHANNEL_INPUTS = 3  # SpiceLinkMess.channel_type, at byte 20 of a channel's first message
+
+
+def spice_inputs_channel(first: bytes) -> bool:
+    """Whether a SPICE connection's first client message links the inputs channel (keyboard,
+    mouse): everything the client sends on it afterwards is the user's input."""
+    return len(first) > 20 and first[:4] == SPICE_LINK_MAGIC and first[20] == SPICE_CHANNEL_INPUTS
 
 
 def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
@@ -151,13 +160,21 @@ class ConsoleProxyConsumer:
         """Client frames to the console here; console bytes to the client in a second task."""
         pump = asyncio.create_task(self._pump())
         link, receive = self.link, self.receive
+        guard, session_id = session_guard(), self.session_id
+        first, inputs = True, False
         try:
             while True:
                 message = await receive()
                 data = message.get("bytes")
                 if data:
+                    if first:
+                        first, inputs = False, spice_inputs_channel(data)
+                    elif inputs:
+                        guard.input_seen(session_id)
                     link.write(data)
                     await link.drain()
+                elif message.get("text") == ACTIVITY:
+                    guard.input_seen(session_id)
                 elif message["type"] == "websocket.disconnect":
                     if message.get("code") == CLOSE_SERVICE_RESTART:  # uvicorn, shutting down
                         self.end_reason = "worker stopped"

@@ -25,6 +25,7 @@ class ConfigDefinition:
     default: str
     description: str
     valid_values: tuple[str, ...] = ()
+    minimum: int | None = None
 
     @property
     def key(self) -> str:
@@ -38,6 +39,8 @@ class ConfigDefinition:
                 value = str(int(value))
             except ValueError:
                 raise ValidationError(f"{self.key} must be a whole number, not {raw!r}.") from None
+            if self.minimum is not None and int(value) < self.minimum:
+                raise ValidationError(f"{self.key} must be {self.minimum} or more, not {raw!r}.")
         elif self.type == "boolean":
             if value.lower() not in {"true", "false"}:
                 raise ValidationError(f"{self.key} must be true or false, not {raw!r}.")
@@ -65,8 +68,49 @@ DEFINITIONS: dict[str, ConfigDefinition] = {
                 "was started with until it is restarted."
             ),
         ),
+        ConfigDefinition(
+            category="console",
+            name="idleTimeoutMinutes",
+            type="integer",
+            default="60",
+            minimum=0,
+            description=(
+                "A browser console (graphical or serial) with no key press or mouse move for this "
+                "many minutes is ended; its page warns a minute before. 0: no limit."
+            ),
+        ),
+        ConfigDefinition(
+            category="console",
+            name="maxSessionMinutes",
+            type="integer",
+            default="720",
+            minimum=0,
+            description=(
+                "A console connection is ended this many minutes after it was opened, on every "
+                "path (browser, websockify, SPICE proxy, serial). 0: no limit."
+            ),
+        ),
+        ConfigDefinition(
+            category="console",
+            name="maxSessionsPerUser",
+            type="integer",
+            default="10",
+            minimum=0,
+            description=(
+                "Consoles one user may hold open at once (the channels of one SPICE console count "
+                "once); more are refused. 0: no limit."
+            ),
+        ),
     ]
 }
+IDLE_TIMEOUT = "console.idleTimeoutMinutes"
+MAX_SESSION = "console.maxSessionMinutes"
+MAX_SESSIONS_PER_USER = "console.maxSessionsPerUser"
+
+
+def config_int(key: str) -> int:
+    """An integer setting's current value."""
+    return int(config_value(key))
 
 
 class UnknownSetting(KeyError):

@@ -23,7 +23,7 @@ from console.sessions import (
     console_sessions_heartbeat,
     console_sessions_sweep,
 )
-from console.tickets import Refusal, console_rights_check
+from console.tickets import Refusal, console_input_record, console_rights_check
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class _Watched:
     ticket_id: int
     on_refused: OnRefused
     counters: Callable[[], tuple[int, int]] | None = None
+    had_input: bool = False
 
 
 SWEEP_EVERY = 5  # rounds: sessions of a lost worker are ended within about half a minute
@@ -45,10 +46,13 @@ def _check(
     *,
     sweep: bool = False,
     counters: dict[int, tuple[int, int]] | None = None,
+    input_tickets: set[int] | None = None,
 ) -> dict[int, Refusal | None]:
     """For each session: why it must end now, or None."""
     close_old_connections()
     console_sessions_heartbeat(session_tickets, counters)
+    if input_tickets:
+        console_input_record(input_tickets)
     if sweep:
         console_sessions_sweep()
     by_ticket = console_rights_check(session_tickets.values())
@@ -86,16 +90,26 @@ class SessionGuard:
             self._task.cancel()  # nothing left to check: no task lingers
             self._task = None
 
+    def input_seen(self, session_id: int) -> None:
+        """The user pressed a key or moved the mouse on this console (recorded at the next round)."""
+        entry = self._watched.get(session_id)
+        if entry is not None:
+            entry.had_input = True
+
     async def check_now(self) -> None:
         """One round: heartbeat, and end every console whose right is gone."""
         watched = dict(self._watched)
         if not watched:
             return
         self._rounds += 1
+        input_tickets = {w.ticket_id for w in watched.values() if w.had_input}
+        for entry in watched.values():
+            entry.had_input = False
         refusals = await database_sync_to_async(_check)(
             {sid: w.ticket_id for sid, w in watched.items()},
             sweep=self._rounds % SWEEP_EVERY == 0,
             counters={sid: w.counters() for sid, w in watched.items() if w.counters is not None},
+            input_tickets=input_tickets,
         )
         for session_id, entry in watched.items():
             refusal = refusals.get(session_id)

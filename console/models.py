@@ -363,6 +363,11 @@ class ConsoleTicket(models.Model):
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_reason = models.CharField(max_length=64, blank=True)
+    last_input_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The user's last key press or mouse move, as last recorded (idle limit).",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -164,6 +164,7 @@ class SerialConsoleConsumer:
                 data = message.get("bytes") or (message.get("text") or "").encode()
                 if data:
                     self.bytes_from_client += len(data)
+                    session_guard().input_seen(self.session.pk)
                     await write(data)
                 elif message["type"] == "websocket.disconnect":
                     if message.get("code") == CLOSE_SERVICE_RESTART:

@@ -38,6 +38,7 @@ from console.domainxml import (
     has_serial_console,
 )
 from console.errors import PortalError
+from console.globalconfig import IDLE_TIMEOUT, MAX_SESSION, MAX_SESSIONS_PER_USER, config_int
 from console.hypervisor import (
     ACTIVE_STATES,
     DomainNotFound,
@@ -93,6 +94,8 @@ class Refusal(enum.Enum):
     SERIAL_BUSY = 4018
     TAKEN_OVER = 4019
     ENDED_BY_ADMIN = 4020
+    IDLE = 4021
+    TOO_LONG = 4022
 
     @property
     def message(self) -> str:
@@ -118,6 +121,8 @@ _REFUSAL_MESSAGES = {
     Refusal.SERIAL_BUSY: "someone else has the serial console open",
     Refusal.TAKEN_OVER: "an administrator took over the serial console",
     Refusal.ENDED_BY_ADMIN: "an administrator ended this console session",
+    Refusal.IDLE: "the console was idle too long (console.idleTimeoutMinutes)",
+    Refusal.TOO_LONG: "the console reached its maximum length (console.maxSessionMinutes)",
 }
 
 
@@ -312,11 +317,36 @@ def _right_refusal(ticket: ConsoleTicket, session_users: dict[str, str | None]) 
     return None
 
 
+# Consoles whose page reports the user's input (the idle limit applies to them only).
+IDLE_KINDS = {ConsoleTicket.Kind.BROWSER, ConsoleTicket.Kind.SERIAL}
+
+
+def console_input_record(ticket_ids: Iterable[int]) -> None:
+    """The user pressed a key or moved the mouse on these consoles since the last check."""
+    ConsoleTicket.objects.filter(pk__in=set(ticket_ids)).update(last_input_at=timezone.now())
+
+
+def _limit_refusal(
+    ticket: ConsoleTicket, now: datetime, idle_minutes: int, max_minutes: int
+) -> Refusal | None:
+    if max_minutes and now - ticket.created_at > timedelta(minutes=max_minutes):
+        return Refusal.TOO_LONG
+    last_input = ticket.last_input_at or ticket.created_at
+    if idle_minutes and ticket.kind in IDLE_KINDS and now - last_input > timedelta(minutes=idle_minutes):
+        return Refusal.IDLE
+    return None
+
+
 def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, Refusal | None]:
-    """For open consoles: each ticket's refusal, if its right no longer holds (in a few queries)."""
+    """For open consoles: each ticket's refusal, if its right no longer holds or a limit (idle,
+    length) is reached (in a few queries)."""
     tickets = list(ConsoleTicket.objects.select_related("user", "vm").filter(pk__in=set(ticket_ids)))
     session_users = _session_users(t.session_key for t in tickets if t.session_key)
-    found = {ticket.pk: _right_refusal(ticket, session_users) for ticket in tickets}
+    now, idle, longest = timezone.now(), config_int(IDLE_TIMEOUT), config_int(MAX_SESSION)
+    found = {
+        ticket.pk: _right_refusal(ticket, session_users) or _limit_refusal(ticket, now, idle, longest)
+        for ticket in tickets
+    }
     # A ticket deleted under an open console (its VM or user deleted) ends it too.
     return {pk: found.get(pk, Refusal.FORBIDDEN) for pk in set(ticket_ids)}
 
@@ -381,7 +411,7 @@ def console_ticket_admit(
     refusal = _right_refusal(ticket, session_users)
     if refusal is not None:
         raise TicketRefused(refusal)
-    limit = settings.CONSOLE_MAX_CONSOLES_PER_USER
+    limit = config_int(MAX_SESSIONS_PER_USER)
     if limit > 0 and _open_consoles(ticket.user_id, besides=ticket.pk) >= limit:
         raise TicketRefused(Refusal.TOO_MANY_CONSOLES)
     # The domain that answers now must be the one the ticket was issued for: a VM restarted

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user
 from console.apitokens import api_token_create, api_token_revoke
+from console.globalconfig import IDLE_TIMEOUT, config_int
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
 from console.hypervisor.ssh import ssh_target
 from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
@@ -28,6 +29,7 @@ from console.preload import module_graph
 from console.screenshots import vm_thumbnail
 from console.sessions import console_download_record
 from console.tickets import (
+    IDLE_KINDS,
     ConsoleUnavailable,
     RateLimited,
     console_endpoint,
@@ -123,6 +125,8 @@ def _ticket_payload(vm, issued) -> dict:
         "expires": issued.expires_at.isoformat(),
         "wsPath": reverse("console-ws", args=[vm.id]),
         "proxyUrl": settings.CONSOLE_PROXY_URL,
+        # The page warns a minute before the portal ends an idle console (0: no idle limit).
+        "idleTimeoutSeconds": config_int(IDLE_TIMEOUT) * 60 if issued.ticket.kind in IDLE_KINDS else 0,
     }
 
 

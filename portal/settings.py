@@ -116,8 +116,8 @@ CONSOLE_TICKET_MAX_CONNECTIONS = env_int("CONSOLE_TICKET_MAX_CONNECTIONS", 16)
 # user, in any minute (0: no limit); more get HTTP 429 with a time to retry.
 CONSOLE_TICKETS_PER_MINUTE_PER_VM = env_int("CONSOLE_TICKETS_PER_MINUTE_PER_VM", 12)
 CONSOLE_TICKETS_PER_MINUTE = env_int("CONSOLE_TICKETS_PER_MINUTE", 60)
-# Consoles (tickets with open connections) one user may hold at once (0: no limit).
-CONSOLE_MAX_CONSOLES_PER_USER = env_int("CONSOLE_MAX_CONSOLES_PER_USER", 10)
+# Consoles one user may hold at once, idle and length limits: global settings in the registry
+# (console.maxSessionsPerUser, console.idleTimeoutMinutes, console.maxSessionMinutes).
 # How often an open console checks that its user still has the right to it (and records a
 # heartbeat): logging out, a new password, a deactivated account or a VM given to someone else
 # ends the console within about this many seconds.

@@ -322,8 +322,10 @@ async def test_a_ticket_does_not_survive_a_restart_of_its_vm(user, vms):
         assert echo.connections == 0
 
 
-async def test_consoles_per_user_are_capped(user, vms, settings):
-    settings.CONSOLE_MAX_CONSOLES_PER_USER = 1
+async def test_consoles_per_user_are_capped(user, vms):
+    from console.globalconfig import MAX_SESSIONS_PER_USER, config_set
+
+    await database_sync_to_async(config_set)(key=MAX_SESSIONS_PER_USER, value="1", actor="test")
     async with EchoServer() as echo:
         first = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         second = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
@@ -338,3 +340,85 @@ async def test_consoles_per_user_are_capped(user, vms, settings):
         await channel.disconnect()
         await another_channel.disconnect()
         assert (await (await communicator(vms[0].id, second, user)).connect())[0]
+
+
+# -- idle and length limits (console.idleTimeoutMinutes, console.maxSessionMinutes) -------------
+
+
+def _set(key, value):
+    from console.globalconfig import config_set
+
+    config_set(key=key, value=value, actor="test")
+
+
+def _age_ticket(token, **fields):
+    from console.tickets import token_hash
+
+    ConsoleTicket.objects.filter(token_hash=token_hash(token)).update(**fields)
+
+
+async def test_an_idle_console_is_ended_and_input_keeps_one_open(user, vms, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    await database_sync_to_async(_set)("console.idleTimeoutMinutes", "1")
+    long_ago = timezone.now() - timedelta(minutes=5)
+    async with EchoServer() as echo:
+        idle_token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        busy_token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        idle = await communicator(vms[0].id, idle_token, user)
+        busy = await communicator(vms[0].id, busy_token, user)
+        for comm in (idle, busy):
+            assert (await comm.connect())[0]
+            assert await comm.receive_from() == b"HELLO"
+        # The VNC page says the user is active: kept to the proxy, never relayed to the VM.
+        await busy.send_to(text_data='{"activity":1}')
+        await asyncio.sleep(0.5)
+        await database_sync_to_async(_age_ticket)(idle_token, created_at=long_ago)
+        await database_sync_to_async(_age_ticket)(busy_token, created_at=long_ago)
+        closed = await idle.receive_output(timeout=3)
+        assert closed["code"] == Refusal.IDLE.value
+        await busy.send_to(bytes_data=b"still here")
+        assert await busy.receive_from() == b"still here"  # the active one stays, and no text reached it
+        await idle.disconnect()
+        await busy.disconnect()
+
+
+async def test_input_on_a_spice_inputs_channel_counts_as_activity(user, vms, settings):
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    link = b"REDQ" + bytes(16) + bytes([3]) + bytes(20)  # SpiceLinkHeader, then channel type 3
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, protocol="spice")
+        comm = await communicator(vms[0].id, token, user)
+        assert (await comm.connect())[0]
+        await comm.receive_from()
+        await comm.send_to(bytes_data=link)
+        await comm.receive_from()
+        assert (await database_sync_to_async(ConsoleTicket.objects.get)()).last_input_at is None
+        await comm.send_to(bytes_data=b"a key")
+        await comm.receive_from()
+        await asyncio.sleep(0.5)
+        assert (await database_sync_to_async(ConsoleTicket.objects.get)()).last_input_at is not None
+        await comm.disconnect()
+
+
+async def test_a_console_is_ended_at_its_maximum_length(user, vms, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    await database_sync_to_async(_set)("console.maxSessionMinutes", "10")
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, token, user)
+        assert (await comm.connect())[0]
+        await comm.receive_from()
+        await comm.send_to(text_data='{"activity":1}')
+        await asyncio.sleep(0.5)  # active, and young: it stays
+        await database_sync_to_async(_age_ticket)(token, created_at=timezone.now() - timedelta(minutes=11))
+        closed = await comm.receive_output(timeout=3)
+        assert closed["code"] == Refusal.TOO_LONG.value
+        await comm.disconnect()

@@ -25,6 +25,8 @@ const CLOSE_REASONS = {
   4018: "someone else has the serial console open",
   4019: "someone took over the serial console",
   4020: "an administrator ended this console session",
+  4021: "the console was idle too long (no key press or mouse move); press Reconnect",
+  4022: "the console reached its maximum length; press Reconnect",
 };
 // Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
 // away (restart, crash) or the console proxy was busy; another worker will take it.
@@ -80,9 +82,52 @@ let reconnectAttempts = 0;
 
 let passwordRetried = false;
 
+// The idle limit (console.idleTimeoutMinutes) the ticket carries: the portal ends a console
+// with no key press or mouse move for that long; warn a minute before.
+let idleLimit = 0;
+let lastInput = Date.now();
+let isConnected = false;
+let idleWarned = false;
+
+/** The user pressed a key or used the mouse on the console. */
+export function inputSeen() {
+  lastInput = Date.now();
+  if (idleWarned && isConnected) {
+    idleWarned = false;
+    setStatus("connected", "Connected");
+  }
+}
+
+export function markConnected(flag) {
+  isConnected = flag;
+  idleWarned = false;
+}
+
+export function idleLimitFrom(ticket) {
+  idleLimit = (ticket.idleTimeoutSeconds || 0) * 1000;
+  lastInput = Date.now();
+}
+
+document.addEventListener("keydown", inputSeen, true);
+for (const area of document.querySelectorAll("#screen-area, #terminal-area")) {
+  for (const type of ["mousemove", "mousedown", "wheel", "touchstart"]) {
+    area.addEventListener(type, inputSeen, { capture: true, passive: true });
+  }
+}
+setInterval(() => {
+  if (!idleLimit || !isConnected) return;
+  const left = idleLimit - (Date.now() - lastInput);
+  if (left > 0 && left <= 60000) {
+    idleWarned = true;
+    setStatus("connecting", `Idle: this console closes in ${Math.ceil(left / 1000)} s; press a key or move the mouse to keep it.`);
+  }
+}, 1000);
+
 export function connected() {
   reconnectAttempts = 0;
   passwordRetried = false;
+  isConnected = true;
+  idleWarned = false;
   setStatus("connected", "Connected");
 }
 
@@ -100,6 +145,7 @@ export async function passwordRefused() {
 /** Explain a disconnect in words, asking the portal about the VM's state when it helps; after a
  * lost worker, reconnect by itself (a fresh ticket, through whichever worker answers). */
 export async function disconnected(code) {
+  isConnected = false;
   console.info(`console socket closed with code ${code}`);
   setStatus("disconnected", `Disconnected: ${closeReason(code)}.`);
   while (RECONNECT_CODES.has(code) && reconnect && reconnectAttempts < RECONNECT_ATTEMPTS) {
@@ -160,6 +206,7 @@ export async function consolePage(client) {
       return error.retryable ? "retry" : "failed";
     }
     setStatus("connecting", "Connecting…");
+    idleLimitFrom(ticket);
     client.connect(ticket);
     return "connecting";
   };
@@ -174,5 +221,6 @@ export async function consolePage(client) {
     setStatus("disconnected", `Cannot connect: ${error.message}`);
     return;
   }
+  idleLimitFrom(ticket);
   client.connect(ticket);
 }

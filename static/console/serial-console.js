@@ -1,6 +1,6 @@
 // The serial console: xterm.js (installed at set-up into static/xterm/) on a WebSocket that the
 // portal bridges to the VM's serial port through libvirt. Binary frames both ways.
-import { closeReason, freshTicket, setStatus, socketUrl } from "./console-page.js";
+import { closeReason, freshTicket, idleLimitFrom, markConnected, setStatus, socketUrl } from "./console-page.js";
 
 // xterm.js sizes its rows with <style> elements it creates. The page's Content-Security-Policy
 // admits <style> only with this response's nonce: give it to each one xterm.js makes. Set
@@ -89,8 +89,10 @@ function connect(ticket, { takeover = false } = {}) {
   const current = new WebSocket(url);
   current.binaryType = "arraybuffer";
   socket = current;
+  idleLimitFrom(ticket);
   current.addEventListener("open", () => {
     attempts = 0;
+    markConnected(true);
     showSize();
     terminal.focus();
     // Nothing is typed for the user (a stray Enter could answer an installer's question).
@@ -117,6 +119,7 @@ function connect(ticket, { takeover = false } = {}) {
 }
 
 async function closed(code, reason) {
+  markConnected(false);
   const why = reason || closeReason(code);
   setStatus("disconnected", `Disconnected: ${why}.`);
   terminal.write(`\r\n\x1b[1;31m[serial console closed: ${why}]\x1b[0m\r\n`);

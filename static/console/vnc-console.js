@@ -3,6 +3,21 @@ import RFB from "../novnc/core/rfb.js";
 import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
 
 const screen = document.getElementById("vnc-screen");
+const ACTIVITY_EVERY = 15000; // ms: how often, at most, the page tells the portal the user is active
+
+/** Tell the portal's proxy (not websockify, which would relay it to the VM) that the user
+ * pressed keys or used the mouse: a text frame the proxy keeps to itself, for the idle limit. */
+function reportActivity(socket) {
+  let last = 0;
+  const report = () => {
+    if (socket.readyState !== WebSocket.OPEN || Date.now() - last < ACTIVITY_EVERY) return;
+    last = Date.now();
+    socket.send('{"activity":1}');
+  };
+  for (const type of ["keydown", "mousedown", "mousemove", "wheel"]) {
+    screen.addEventListener(type, report, { capture: true, passive: true });
+  }
+}
 let rfb = null;
 let scaled = false;
 
@@ -10,6 +25,7 @@ const client = {
   connect(ticket) {
     // noVNC is handed the socket, so the page can read the proxy's close code.
     const socket = new WebSocket(socketUrl(ticket), ["binary"]);
+    if (!ticket.proxyUrl) reportActivity(socket);
     const current = new RFB(screen, socket, { credentials: { password: ticket.password } });
     current.scaleViewport = scaled;
     current.focusOnClick = true;
