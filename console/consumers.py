@@ -31,6 +31,7 @@ from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 
 from console.guard import session_guard
+from console.metrics import FIRST_BYTE, REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.origins import websocket_origin_allowed
 from console.relay import ConsoleLink
@@ -95,6 +96,7 @@ class ConsoleProxyConsumer:
         self.session_id: int | None = None
         self.end_reason = "client closed"
         self.ended: Refusal | None = None
+        self.protocol = ""
         offered = scope.get("subprotocols") or ()
         self.subprotocol = "binary" if "binary" in offered else None
 
@@ -128,6 +130,7 @@ class ConsoleProxyConsumer:
         try:
             ticket = await self._admit()
         except TicketRefused as refused:
+            REFUSALS.labels(refused.refusal.name.lower()).inc()
             logger.info(
                 "console of VM %s refused for %s: %s",
                 self.scope["url_route"]["kwargs"]["vm_id"],
@@ -153,6 +156,7 @@ class ConsoleProxyConsumer:
         session_guard().watch(
             session.pk, ticket.pk, self._right_gone, lambda: (link.bytes_to_client, link.bytes_from_client)
         )
+        self.protocol = ticket.protocol
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         return True
 
@@ -216,8 +220,14 @@ class ConsoleProxyConsumer:
 
     async def _pump(self) -> None:
         send = self.send
+        opened = asyncio.get_running_loop().time()
+        first_byte = FIRST_BYTE.labels(self.protocol)
 
         async def to_client(data: bytes) -> None:
+            nonlocal first_byte
+            if first_byte is not None:
+                first_byte.observe(asyncio.get_running_loop().time() - opened)
+                first_byte = None
             await send({"type": "websocket.send", "bytes": data})
 
         self.end_reason = await self.link.pump_to(to_client)

@@ -36,6 +36,7 @@ from console.hypervisor import (
     SerialStream,
     hypervisor_for,
 )
+from console.metrics import REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.sessions import console_session_end, console_session_start, serial_console_holder
 from console.tickets import Refusal, TicketRefused
@@ -100,6 +101,7 @@ class SerialConsoleConsumer:
                 scope=self.scope, kind=ConsoleTicket.Kind.SERIAL
             )
         except TicketRefused as refused:
+            REFUSALS.labels(refused.refusal.name.lower()).inc()
             await self._refuse(refused.refusal.value, refused.refusal.message)
             return False
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))

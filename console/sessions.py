@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from console.metrics import BYTES, SESSIONS_ENDED, SESSIONS_STARTED, reason_label
 from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket
 
 
@@ -19,8 +20,15 @@ def _worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def open_sessions(rows):
+    """The sessions among `rows` open now: not ended, and their process alive (a recent heartbeat)."""
+    fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
+    return rows.filter(ended_at__isnull=True, seen_at__gte=fresh)
+
+
 def console_session_start(*, ticket: ConsoleTicket, via: str, client_address: str | None) -> ConsoleSession:
     now = timezone.now()
+    SESSIONS_STARTED.labels(ticket.protocol, ticket.vm.host.name, via).inc()
     return ConsoleSession.objects.create(
         user_id=ticket.user_id,
         vm_id=ticket.vm_id,
@@ -81,6 +89,9 @@ def console_session_end(
     *, session_id: int, bytes_to_client: int, bytes_from_client: int, reason: str
 ) -> None:
     """Record the end of a session: its totals (bytes since it started) and how it ended."""
+    SESSIONS_ENDED.labels(reason_label(reason)).inc()
+    BYTES.labels("to_client").inc(bytes_to_client)
+    BYTES.labels("from_client").inc(bytes_from_client)
     ConsoleSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
         ended_at=timezone.now(),
         bytes_to_client=bytes_to_client,

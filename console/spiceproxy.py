@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from console.guard import session_guard
+from console.metrics import REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.relay import ConsoleLink
 from console.sessions import console_session_end, console_session_start
@@ -84,6 +85,7 @@ async def _serve(head: bytes, reader: asyncio.StreamReader, writer: asyncio.Stre
             token=token, kind=ConsoleTicket.Kind.VV, port=port
         )
     except TicketRefused as refused:
+        REFUSALS.labels(refused.refusal.name.lower()).inc()
         logger.info("refused CONNECT from %s: %s", peer, refused.refusal.message)
         status = "503 Service Unavailable" if refused.refusal is Refusal.HOST_DOWN else "403 Forbidden"
         await _respond(writer, status, f"Refused: {refused.refusal.message}.")

@@ -20,6 +20,7 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 from console.guard import recheck_one
 from console.hypervisor.ssh import ssh_options
+from console.metrics import REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.origins import origin_normalize
 from console.sessions import console_session_end, console_session_start
@@ -55,6 +56,7 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
         try:
             self.ticket = console_ticket_admit(token=token, kind=ConsoleTicket.Kind.WEBSOCKIFY, origin=origin)
         except TicketRefused as refused:
+            REFUSALS.labels(refused.refusal.name.lower()).inc()
             # Refused after the handshake, with the refusal's close code, so the page can say
             # why (as the portal's own proxy does). The token stays out of the log message.
             self.log_message("console ticket refused: %s", refused.refusal.message)

@@ -59,3 +59,28 @@ def readyz(request):
     if request.user.is_authenticated and request.user.is_staff:
         body["host_detail"] = {h.name: {"up": health[h.pk].ok, "detail": health[h.pk].text} for h in hosts}
     return JsonResponse(body, status=200 if ready else 503)
+
+
+@never_cache
+def metrics(request):
+    """Prometheus metrics: for staff, or a scraper sending `Authorization: Bearer $METRICS_TOKEN`."""
+    import hmac
+
+    from django.conf import settings
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from console.metrics import metrics_text
+
+    sent = request.headers.get("Authorization", "")
+    by_token = bool(settings.METRICS_TOKEN) and hmac.compare_digest(
+        sent.encode(), f"Bearer {settings.METRICS_TOKEN}".encode()
+    )
+    if not by_token and not (request.user.is_authenticated and request.user.is_staff):
+        response = HttpResponse(
+            "Metrics are for staff, or a scraper with the METRICS_TOKEN bearer token.\n",
+            status=403 if request.user.is_authenticated else 401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)

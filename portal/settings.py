@@ -104,6 +104,9 @@ def default_guest_dir() -> str:
     return str(VAR_DIR / "guest")
 
 
+# A scraper sending `Authorization: Bearer <this>` may read /metrics (staff may anyway).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
 # The demo guest (bin/build-guest); the same path on every host (bin/hv2 copies it there).
 GUEST_DIR = env_str("GUEST_DIR", default_guest_dir())
 

@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from api.v1 import api
 from console.views import console_ws_http
-from portal.health import healthz, readyz
+from portal.health import healthz, metrics, readyz
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("api/v1/", api.urls),
     path("", include("console.urls")),
     # Served by the WebSocket router (console/routing.py); named here so pages can reverse it.

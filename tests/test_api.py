@@ -143,8 +143,13 @@ def test_global_configuration_through_the_registry(clients, staff):
         == 403
     )
     staff_client = clients["staff"]
-    listed = staff_client.get("/api/v1/config/").json()["items"]
-    assert listed[0]["key"] == "kvm.consoleMode" and listed[0]["valid_values"] == ["vnc", "spice"]
+    listed = {row["key"]: row for row in staff_client.get("/api/v1/config/").json()["items"]}
+    assert listed["kvm.consoleMode"]["valid_values"] == ["vnc", "spice"]
+    assert listed["console.idleTimeoutMinutes"]["type"] == "integer"
+    negative = staff_client.put(
+        "/api/v1/config/console.idleTimeoutMinutes/", {"value": "-5"}, "application/json"
+    )
+    assert negative.status_code == 422 and "0 or more" in negative.json()["error"]["message"]
     bad = staff_client.put("/api/v1/config/kvm.consoleMode/", {"value": "rdp"}, "application/json")
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "value"
     assert "valid values are: vnc, spice" in bad.json()["error"]["message"]

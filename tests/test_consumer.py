@@ -422,3 +422,62 @@ async def test_a_console_is_ended_at_its_maximum_length(user, vms, settings):
         closed = await comm.receive_output(timeout=3)
         assert closed["code"] == Refusal.TOO_LONG.value
         await comm.disconnect()
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def _scrape(client) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.content
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def test_metrics_count_a_session_opened_and_closed_and_refusals(user, vms, django_user_model, settings):
+    from django.test import Client
+
+    staff = await database_sync_to_async(django_user_model.objects.create_user)(
+        "ops", password="ops-pw-123", is_staff=True
+    )
+    client = Client()
+    await database_sync_to_async(client.force_login)(staff)
+    before = await database_sync_to_async(_scrape)(client)
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, token, user)
+        assert (await comm.connect())[0]
+        assert await comm.receive_from() == b"HELLO"
+        during = await database_sync_to_async(_scrape)(client)
+        await comm.disconnect()
+        assert await refused_with(await communicator(vms[0].id, "no-such-ticket", user)) == 4003
+    after = await database_sync_to_async(_scrape)(client)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("console_sessions_started_total", protocol="vnc", host="fake", path="channels") == 1
+    assert delta("console_sessions_ended_total", reason="client closed") == 1
+    assert delta("console_bytes_total", direction="to_client") == 5
+    assert delta("console_ticket_refusals_total", reason="unknown_ticket") == 1
+    assert delta("console_first_byte_seconds_count", protocol="vnc") == 1
+    assert (
+        during[("console_sessions_open", (("host", "fake"), ("path", "channels"), ("protocol", "vnc")))] == 1
+    )
+    assert after[("libvirt_host_up", (("host", "fake"),))] == 1
+    assert any(name == "libvirt_call_seconds_count" for name, _ in after)
+
+
+def test_metrics_are_refused_to_anonymous_and_users_and_open_to_the_scrape_token(client, user, settings):
+    assert client.get("/metrics").status_code == 401
+    settings.METRICS_TOKEN = "scrape-secret-123"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-123"}).status_code == 200
+    client.force_login(user)
+    assert client.get("/metrics").status_code == 403

@@ -173,3 +173,27 @@ async def test_logging_out_ends_a_virt_viewer_session(proxy, user, vm, settings)
         await asyncio.sleep(0.1)
         session = await database_sync_to_async(ConsoleSession.objects.get)()
         assert session.end_reason == "you logged out (or your login expired)"
+
+
+async def test_an_administrator_ends_a_virt_viewer_session(proxy, user, vm, settings, django_user_model):
+    from console.sessions import console_session_end_request
+
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    admin = await database_sync_to_async(django_user_model.objects.create_user)(
+        "ops", password="ops-pw-123", is_staff=True
+    )
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vm, echo.port, kind="vv")
+        reader, writer, status = await connect(
+            proxy, f"CONNECT {token}:{echo.port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status == "HTTP/1.1 200 Connection established"
+        assert await reader.readexactly(5) == b"HELLO"
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert await database_sync_to_async(console_session_end_request)(session_id=session.pk, by=admin)
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # the proxy hung up
+        writer.close()
+        await asyncio.sleep(0.1)
+        session = await database_sync_to_async(ConsoleSession.objects.select_related("ended_by").get)()
+        assert session.end_reason == "an administrator ended this console session"
+        assert session.ended_by == admin

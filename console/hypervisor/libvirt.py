@@ -28,6 +28,7 @@ from console.hypervisor.base import (
     HypervisorUnavailable,
     NoSerialConsole,
 )
+from console.metrics import LIBVIRT_CALL
 
 T = TypeVar("T")
 
@@ -144,9 +145,10 @@ class LibvirtHypervisor:
 
     def _call(self, fn: Callable[[libvirt.virConnect], T], domain_name: str | None = None) -> T:
         _ensure_not_on_event_loop()
-        conn = self._connection()
-        with self._translated(domain_name):
-            return fn(conn)
+        with LIBVIRT_CALL.labels(self.name).time():
+            conn = self._connection()
+            with self._translated(domain_name):
+                return fn(conn)
 
     def _domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         return conn.lookupByName(name)

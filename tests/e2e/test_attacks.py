@@ -152,3 +152,32 @@ def test_websockify_admits_its_tickets_only_from_their_page_and_ends_them_on_log
     browser.logout()
     holder.join(10)
     assert closed["code"] == 4009  # "you logged out", within a few seconds
+
+
+def test_an_administrator_ends_a_console_through_websockify(websockify_portal):
+    """The live consoles page's End, for a session websockify relays in a child process."""
+    import threading
+
+    browser = Browser(websockify_portal)
+    browser.running_vm()
+    proxy = websockify_portal.env["CONSOLE_PROXY_URL"]
+    ticket = browser.ticket()["token"]
+    closed = {}
+    holder = threading.Thread(
+        target=lambda: closed.update(
+            code=close_code(f"{proxy}?token={ticket}", websockify_portal.url, timeout=20)
+        )
+    )
+    holder.start()
+    time.sleep(1.5)
+    assert holder.is_alive()
+    websockify_portal.manage(
+        "shell",
+        "-c",
+        "from console.models import ConsoleSession as S; from django.contrib.auth.models import User; "
+        "from console.sessions import console_session_end_request as end; "
+        "s = S.objects.filter(via='websockify', ended_at__isnull=True).latest('started_at'); "
+        "print(end(session_id=s.pk, by=User.objects.get(username='admin')))",
+    )
+    holder.join(15)
+    assert closed["code"] == 4020

@@ -28,6 +28,7 @@ from tests.e2e.test_serial_console import run, terminal_text
 ROOT = Path(__file__).resolve().parents[2]
 HV2 = ROOT / "var" / "hv2"
 pytestmark = [pytest.mark.hypervisor, pytest.mark.hv2, pytest.mark.browser]
+METRICS_TOKEN = secrets.token_urlsafe(16)
 
 
 def _two_free_ports() -> int:
@@ -64,6 +65,7 @@ def cluster(tmp_path_factory, hv2):
         "CONSOLE_TICKETS_PER_MINUTE_PER_VM": "200",
         "CONSOLE_TICKETS_PER_MINUTE": "200",
         "VV_PASSWORD_SECONDS": "30",
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
     for name in ("CONSOLE_PROXY_URL", "SPICE_PROXY_URL", "PORTAL_WORKERS"):
         env.pop(name, None)
@@ -262,3 +264,24 @@ def test_a_vnc_vv_for_the_second_host_says_plainly_why_it_cannot_work(page, clus
     page.click("button:has-text('Download .vv')")
     page.wait_for_selector(".messages .error")
     assert "remote-viewer takes no proxy for VNC" in page.inner_text(".messages")
+
+
+def test_metrics_of_every_worker_from_any_worker(cluster):
+    """Multi-process mode: each worker's /metrics reports the counters of all of them."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def started(port: int) -> float:
+        response = requests.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
+        return sum(s.value for s in families["console_sessions_started"].samples if s.name.endswith("_total"))
+
+    base = int(cluster.env["WORKER_BASE_PORT"])
+    assert requests.get(f"{cluster.url}/metrics", timeout=10).status_code == 401
+    first, second = started(base), started(base + 1)
+    assert first == second > 0  # the sessions the tests above opened, whichever worker relayed them

@@ -68,3 +68,33 @@ def test_thumbnail_shows_the_screen_without_taking_the_console(browser, page, po
         context.close()
     page.wait_for_timeout(1000)
     assert "Connected" in page.inner_text("#status")  # the user's console stayed connected
+
+
+def test_an_idle_console_is_warned_then_ended_and_an_active_one_is_not(browser, page, portal):
+    """console.idleTimeoutMinutes set to 1: the page warns at once (less than a minute left),
+    the console nobody touches ends after a minute, the one whose user moves the mouse stays."""
+    start_vm_in_mode(page, portal, "vnc")
+    portal.manage("globalconfig", "set", "console.idleTimeoutMinutes", "1")
+    context = browser.new_context()
+    active = context.new_page()
+    try:
+        page.click("a.button:text-is('Console')")
+        page.wait_for_selector("#status.connected", timeout=20000)
+        login(active, portal)
+        active.goto(f"{portal.url}/vms/{portal.vm_id()}/console/")
+        active.wait_for_selector("#status.connected", timeout=20000)
+        wait_until(
+            page, "document.querySelector('#status').textContent.includes('Idle: this console closes in')"
+        )
+        box = active.locator("#vnc-screen canvas").bounding_box()
+        for step in range(16):  # 80 s of a user moving the mouse now and then
+            active.mouse.move(box["x"] + 50 + step * 5, box["y"] + 50)
+            active.wait_for_timeout(5000)
+            if "idle too long" in page.inner_text("#status"):
+                break
+        assert "idle too long" in page.inner_text("#status")
+        # still open (with a one-minute limit, the warning is always up: less than a minute left)
+        assert "Disconnected" not in active.inner_text("#status")
+    finally:
+        portal.manage("globalconfig", "set", "console.idleTimeoutMinutes", "60")
+        context.close()
