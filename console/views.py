@@ -23,11 +23,11 @@ from console.apitokens import api_token_create, api_token_revoke
 from console.globalconfig import IDLE_TIMEOUT, config_int
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
 from console.hypervisor.ssh import ssh_target
-from console.models import ConsolePreference, ConsoleTicket, VirtualMachine
+from console.models import ConsolePreference, ConsoleSession, ConsoleTicket, VirtualMachine
 from console.origins import request_origin
 from console.preload import module_graph
 from console.screenshots import vm_thumbnail
-from console.sessions import console_download_record
+from console.sessions import console_download_record, open_sessions
 from console.tickets import (
     IDLE_KINDS,
     ConsoleUnavailable,
@@ -71,12 +71,18 @@ def vm_list(request):
 def vm_detail(request, vm_id: int):
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     preference = ConsolePreference.objects.filter(user=request.user).first()
+    consoles = (
+        open_sessions(ConsoleSession.objects.filter(vm=vm)).select_related("user").order_by("started_at")
+    )
+    if not request.user.is_staff:
+        consoles = consoles.filter(user=request.user)
     return render(
         request,
         "console/vm_detail.html",
         {
             "vm": vm,
             "status": vm_status(vm),
+            "open_consoles": consoles,
             "events": vm.events.select_related("user")[:10],
             "vv_fullscreen": preference.vv_fullscreen if preference else False,
         },

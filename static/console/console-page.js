@@ -1,6 +1,8 @@
 // The console page's shared part: the connection settings, the toolbar and the status line.
 // A protocol module (spice-console.js, vnc-console.js) supplies connect/disconnect/keys/scale.
 
+import { keystrokes, typeKeys } from "./type-text.js";
+
 const CLOSE_REASONS = {
   1006: "the connection to the portal was lost",
   1012: "the portal restarted",
@@ -182,6 +184,22 @@ export async function consolePage(client) {
   let ticket;
 
   document.getElementById("send-cad").addEventListener("click", () => client.sendCtrlAltDel());
+  document.getElementById("type-text").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = document.getElementById("type-text-input");
+    let keys;
+    try {
+      const enter = document.getElementById("type-text-enter").checked ? "\n" : "";
+      keys = keystrokes(input.value + enter);
+    } catch (error) {
+      setStatus(isConnected ? "connected" : "disconnected", `Not typed: ${error.message}.`);
+      return;
+    }
+    input.value = "";
+    client.focus();
+    inputSeen();
+    await typeKeys(keys, (key, down) => client.pressKey(key, down));
+  });
   document.getElementById("fullscreen").addEventListener("click", () => {
     if (document.fullscreenElement) document.exitFullscreen();
     else document.body.requestFullscreen().catch(() => {});

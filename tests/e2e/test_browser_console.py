@@ -145,3 +145,30 @@ def test_reconnect_gets_a_fresh_ticket(page, portal):
 def test_console_on_uvicorn(page, uvicorn_portal, mode):
     _, log = console_round_trip(page, uvicorn_portal, mode, "uvicorn.log")
     assert "token=[redacted]" in log  # uvicorn logs WebSocket targets with their query string
+
+
+@pytest.mark.parametrize("mode", ["spice", "vnc"])
+def test_type_text_types_shifted_characters_exactly(page, portal, mode):
+    """The toolbar's "Type text" (a password into a login prompt, say): every character,
+    shifted ones included, reaches the guest's shell as typed; read back from the serial port."""
+    start_vm_in_mode(page, portal, mode)
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    wait_for_canvas(page, CANVAS[mode], lambda s: s["colours"] >= 2 and s["lit"] > 200)
+    reader = SerialReader(settings.LIBVIRT_URI, portal.vm_name)
+    try:
+        reader.wait_for_prompt()
+        text = f'Typed-{secrets.token_hex(3)}-!@#$%^&*()_+{{}}|:"<>?~`[]\\;,./=Z'
+        for _ in range(3):  # the screen's shell starts a moment after the serial one
+            page.fill("#type-text-input", f"echo '{text}' > /dev/ttyS0")  # and Enter, ticked
+            page.click("#type-text button")
+            try:
+                reader.wait_for(f"\n{text}\r".encode(), timeout=10)
+                break
+            except AssertionError:
+                continue
+        else:
+            raise AssertionError(f"typed text never arrived intact: {bytes(reader.output[-300:])!r}")
+    finally:
+        reader.close()
+    assert page.input_value("#type-text-input") == ""  # not kept in the page

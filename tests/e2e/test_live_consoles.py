@@ -26,6 +26,8 @@ def test_staff_sees_a_console_live_and_ends_it(browser, page, portal, second_adm
         staff.fill("#id_username", second_admin)
         staff.fill("#id_password", PASSWORD)
         staff.click("button[type=submit]")
+        staff.goto(f"{portal.url}/vms/{portal.vm_id()}/")  # the VM's page lists its open consoles
+        assert "VNC through the portal WebSocket proxy, admin" in staff.inner_text("#open-consoles")
         staff.goto(f"{portal.url}/consoles/live/")
         row = f"#live-consoles tbody tr:has-text('{portal.vm_name}'):has-text('admin')"
         staff.wait_for_selector(row, timeout=5000)
