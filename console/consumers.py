@@ -30,11 +30,13 @@ from django.contrib.auth import get_user
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 
+from console.globalconfig import CLIPBOARD, config_value
 from console.guard import session_guard
-from console.metrics import FIRST_BYTE, REFUSALS
+from console.metrics import CLIPBOARD_BLOCKED, FIRST_BYTE, REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.origins import websocket_origin_allowed
 from console.relay import ConsoleLink
+from console.rfb import ClientCutTextFilter, RfbProtocolError
 from console.sessions import console_session_end, console_session_start
 from console.tickets import Refusal, TicketRefused, console_ticket_admit, ticket_kind
 from console.tunnels import console_connect
@@ -97,6 +99,7 @@ class ConsoleProxyConsumer:
         self.end_reason = "client closed"
         self.ended: Refusal | None = None
         self.protocol = ""
+        self.clipboard_filter: ClientCutTextFilter | None = None
         offered = scope.get("subprotocols") or ()
         self.subprotocol = "binary" if "binary" in offered else None
 
@@ -157,6 +160,9 @@ class ConsoleProxyConsumer:
             session.pk, ticket.pk, self._right_gone, lambda: (link.bytes_to_client, link.bytes_from_client)
         )
         self.protocol = ticket.protocol
+        policy = await database_sync_to_async(config_value)(CLIPBOARD)
+        if ticket.protocol == "vnc" and policy not in ("both", "to-vm"):
+            self.clipboard_filter = ClientCutTextFilter()  # console.clipboard keeps the client's out
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         return True
 
@@ -175,6 +181,8 @@ class ConsoleProxyConsumer:
                         first, inputs = False, spice_inputs_channel(data)
                     elif inputs:
                         guard.input_seen(session_id)
+                    if self.clipboard_filter is not None:
+                        data = self._without_clipboard(data)
                     link.write(data)
                     await link.drain()
                 elif message.get("text") == ACTIVITY:
@@ -187,7 +195,27 @@ class ConsoleProxyConsumer:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
+    def _without_clipboard(self, data: bytes) -> bytes:
+        try:
+            return self.clipboard_filter.feed(data)
+        except RfbProtocolError as exc:
+            # Not a message noVNC sends: end the console rather than let something unread through.
+            logger.warning("ending a VNC console: %s not understood by the clipboard filter", exc)
+            self.end_reason = "protocol not understood"
+            self.clipboard_filter = None
+            asyncio.get_running_loop().create_task(self.link.close())
+            return b""
+
     async def disconnect(self) -> None:
+        if self.clipboard_filter is not None and self.clipboard_filter.dropped_messages:
+            # Audited by size, never content.
+            logger.info(
+                "console session %s: kept %d clipboard transfer(s), %d bytes, from the VM",
+                self.session_id,
+                self.clipboard_filter.dropped_messages,
+                self.clipboard_filter.dropped_bytes,
+            )
+            CLIPBOARD_BLOCKED.inc(self.clipboard_filter.dropped_bytes)
         if self.link is not None:
             await self.link.close()
         if self.session_id is not None:

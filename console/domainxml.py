@@ -69,10 +69,23 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password: str) -> str:
-    """The domain XML for a VM whose console uses `mode` ("vnc" or "spice"), locked by `password`."""
+def clipboard_in_vm(mode: str, policy: str) -> bool:
+    """Whether the VM's own clipboard channel is on under a console.clipboard policy. Each has
+    one switch for both ways: on only where the proxy can stop the way that is not allowed
+    (a VNC client's clipboard, for from-vm)."""
+    if mode == "spice":
+        return policy == "both"
+    return policy in ("both", "from-vm")
+
+
+def domain_xml_build(
+    vm: DomainSpec, *, mode: str, listen_address: str, password: str, clipboard: str = "both"
+) -> str:
+    """The domain XML for a VM whose console uses `mode` ("vnc" or "spice"), locked by `password`,
+    with the clipboard as the `clipboard` policy (console.clipboard) allows."""
     if mode not in ("vnc", "spice"):
         raise ValueError(f"console mode must be vnc or spice, not {mode!r}")
+    copypaste = "yes" if clipboard_in_vm(mode, clipboard) else "no"
     domain = ET.Element("domain", type="qemu")
     _sub(domain, "name", _text(vm.name, "name"))
     _sub(domain, "uuid", str(vm.uuid))
@@ -129,6 +142,8 @@ def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password
     if mode == "vnc":
         del graphics.attrib["connected"]  # a SPICE-only attribute
     _sub(graphics, "listen", type="address", address=listen_address)
+    if mode == "spice":
+        _sub(graphics, "clipboard", copypaste=copypaste)
     video = _sub(devices, "video")
     if mode == "spice":
         _sub(video, "model", type="qxl")
@@ -147,7 +162,7 @@ def domain_xml_build(vm: DomainSpec, *, mode: str, listen_address: str, password
         # spice-vdagent, without SPICE.
         channel = _sub(devices, "channel", type="qemu-vdagent")
         source = _sub(channel, "source")
-        _sub(source, "clipboard", copypaste="yes")
+        _sub(source, "clipboard", copypaste=copypaste)
         _sub(source, "mouse", mode="client")
         _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
     _sub(devices, "memballoon", model="none")

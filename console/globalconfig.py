@@ -101,8 +101,23 @@ DEFINITIONS: dict[str, ConfigDefinition] = {
                 "once); more are refused. 0: no limit."
             ),
         ),
+        ConfigDefinition(
+            category="console",
+            name="clipboard",
+            type="string",
+            default="both",
+            valid_values=("both", "to-vm", "from-vm", "off"),
+            description=(
+                "Which way the clipboard may go between users and VMs: both, to-vm, from-vm or "
+                "off. Enforced in the VM (its XML: SPICE and QEMU's clipboard agent have one "
+                "switch for both ways, so anything but 'both' turns SPICE's off, and 'to-vm' "
+                "turns VNC's off) and by the portal's proxy (it drops a VNC client's clipboard "
+                "unless to-vm is allowed). Applies to VMs started after the change."
+            ),
+        ),
     ]
 }
+CLIPBOARD = "console.clipboard"
 IDLE_TIMEOUT = "console.idleTimeoutMinutes"
 MAX_SESSION = "console.maxSessionMinutes"
 MAX_SESSIONS_PER_USER = "console.maxSessionsPerUser"

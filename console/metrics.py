@@ -20,6 +20,9 @@ SESSIONS_STARTED = Counter(
 )
 SESSIONS_ENDED = Counter("console_sessions_ended_total", "Console sessions ended, by reason.", ["reason"])
 BYTES = Counter("console_bytes_total", "Bytes relayed between clients and consoles.", ["direction"])
+CLIPBOARD_BLOCKED = Counter(
+    "console_clipboard_blocked_bytes_total", "Clipboard text of clients kept from VMs (console.clipboard)."
+)
 REFUSALS = Counter("console_ticket_refusals_total", "Console connections refused, by reason.", ["reason"])
 FIRST_BYTE = Histogram(
     "console_first_byte_seconds",

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
 from console.errors import PortalError
+from console.globalconfig import CLIPBOARD, config_value
 from console.hypervisor import (
     ACTIVE_STATES,
     MISSING,
@@ -106,6 +107,7 @@ def _start(vm: VirtualMachine, user, action: str) -> str:
         mode=mode,
         listen_address=vm.host.console_listen_address,
         password=graphics_password_new(mode),
+        clipboard=config_value(CLIPBOARD),
     )
     hypervisor = hypervisor_for(vm.host)
     state = hypervisor.state(vm.name)

@@ -481,3 +481,26 @@ def test_metrics_are_refused_to_anonymous_and_users_and_open_to_the_scrape_token
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-123"}).status_code == 200
     client.force_login(user)
     assert client.get("/metrics").status_code == 403
+
+
+async def test_console_clipboard_off_drops_a_vnc_clients_clipboard_at_the_proxy(user, vms):
+    """A hand-written client (not the page) sends its clipboard: the proxy keeps it from the VM
+    and passes everything else; the echo server stands for the VM."""
+
+    from tests.test_rfb import HANDSHAKE, KEY, POINTER, cut
+
+    for policy, passes in (("off", False), ("from-vm", False), ("to-vm", True), ("both", True)):
+        await database_sync_to_async(_set)("console.clipboard", policy)
+        async with EchoServer() as echo:
+            token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+            comm = await communicator(vms[0].id, token, user)
+            assert (await comm.connect())[0]
+            assert await comm.receive_from() == b"HELLO"
+            sent = HANDSHAKE + KEY + cut(b"the password") + POINTER
+            await comm.send_to(bytes_data=sent)
+            expected = sent if passes else HANDSHAKE + KEY + POINTER
+            echoed = b""
+            while len(echoed) < len(expected):
+                echoed += await comm.receive_from()
+            assert echoed == expected, policy
+            await comm.disconnect()

@@ -148,3 +148,22 @@ def test_live_xml_keeps_the_desktop_devices_and_the_serial_console(make_vm, user
     else:
         assert channels["qemu-vdagent"].find("source/clipboard").get("copypaste") == "yes"
         assert devices.find("sound") is None
+
+
+@pytest.mark.parametrize(
+    "mode, policy, copypaste",
+    [("spice", "both", "yes"), ("spice", "from-vm", "no"), ("vnc", "from-vm", "yes"), ("vnc", "off", "no")],
+)
+def test_console_clipboard_reaches_the_live_xml(make_vm, user, mode, policy, copypaste):
+    """console.clipboard is enforced in the VM itself: QEMU gets the clipboard switch."""
+    import xml.etree.ElementTree as ET
+
+    config_set(key=CONSOLE_MODE, value=mode, actor="test")
+    config_set(key="console.clipboard", value=policy, actor="test")
+    vm = make_vm()
+    vm_start(vm=vm, user=user)
+    devices = ET.fromstring(hypervisor_for(vm.host.uri).xml(vm.name)).find("devices")
+    if mode == "spice":
+        assert devices.find("graphics/clipboard").get("copypaste") == copypaste
+    else:
+        assert devices.find("channel[@type='qemu-vdagent']/source/clipboard").get("copypaste") == copypaste
