@@ -36,7 +36,7 @@ from console.metrics import CLIPBOARD_BLOCKED, FIRST_BYTE, REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.origins import websocket_origin_allowed
 from console.relay import ConsoleLink
-from console.rfb import ClientCutTextFilter, RfbProtocolError
+from console.rfb import VIEW_ONLY_DROPS, RfbClientFilter, RfbProtocolError
 from console.sessions import console_session_end, console_session_start
 from console.tickets import Refusal, TicketRefused, console_ticket_admit, ticket_kind
 from console.tunnels import console_connect
@@ -99,7 +99,8 @@ class ConsoleProxyConsumer:
         self.end_reason = "client closed"
         self.ended: Refusal | None = None
         self.protocol = ""
-        self.clipboard_filter: ClientCutTextFilter | None = None
+        self.clipboard_filter: RfbClientFilter | None = None
+        self.view_only = False
         offered = scope.get("subprotocols") or ()
         self.subprotocol = "binary" if "binary" in offered else None
 
@@ -160,9 +161,12 @@ class ConsoleProxyConsumer:
             session.pk, ticket.pk, self._right_gone, lambda: (link.bytes_to_client, link.bytes_from_client)
         )
         self.protocol = ticket.protocol
+        self.view_only = ticket.view_only
         policy = await database_sync_to_async(config_value)(CLIPBOARD)
-        if ticket.protocol == "vnc" and policy not in ("both", "to-vm"):
-            self.clipboard_filter = ClientCutTextFilter()  # console.clipboard keeps the client's out
+        if ticket.protocol == "vnc" and ticket.view_only:
+            self.clipboard_filter = RfbClientFilter(VIEW_ONLY_DROPS)  # watch only: no keys, mouse, clipboard
+        elif ticket.protocol == "vnc" and policy not in ("both", "to-vm"):
+            self.clipboard_filter = RfbClientFilter()  # console.clipboard keeps the client's out
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         return True
 
@@ -171,14 +175,22 @@ class ConsoleProxyConsumer:
         pump = asyncio.create_task(self._pump())
         link, receive = self.link, self.receive
         guard, session_id = session_guard(), self.session_id
-        first, inputs = True, False
+        first, inputs, refused = True, False, False
         try:
             while True:
                 message = await receive()
                 data = message.get("bytes")
+                if data and refused:
+                    continue
                 if data:
                     if first:
                         first, inputs = False, spice_inputs_channel(data)
+                        if inputs and self.view_only:
+                            # SPICE has no shared read-only mode: a watcher gets no inputs channel
+                            # (the pump closes the socket with the refusal's code).
+                            self.ended, refused = Refusal.VIEW_ONLY, True
+                            await link.close()
+                            continue
                     elif inputs:
                         guard.input_seen(session_id)
                     if self.clipboard_filter is not None:

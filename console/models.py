@@ -368,6 +368,9 @@ class ConsoleTicket(models.Model):
         blank=True,
         help_text="The user's last key press or mouse move, as last recorded (idle limit).",
     )
+    view_only = models.BooleanField(
+        default=False, help_text="Watch only: the proxy drops the client's keys, mouse and clipboard."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -449,3 +452,30 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…) of {self.user}"
+
+
+class ConsoleShare(models.Model):
+    """A VM's console shared with another user to watch, read-only, until its owner ends it."""
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="shares")
+    viewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="console_shares"
+    )
+    shared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vm", "viewer"],
+                condition=models.Q(ended_at__isnull=True),
+                name="one_open_share_per_viewer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vm} shared with {self.viewer}"

@@ -1,8 +1,9 @@
-"""Just enough of the RFB (VNC) protocol, client to server, to drop the client's clipboard.
+"""Just enough of the RFB (VNC) protocol, client to server, to drop some of the client's messages.
 
 The proxy follows the client's side of the stream — the handshake, then each message by its
 type and length — and removes ClientCutText messages when the clipboard policy does not let
-the client's clipboard into the VM. Everything else passes byte for byte. A message it does not
+the client's clipboard into the VM, and the keyboard, mouse and clipboard of a view-only
+client. Everything else passes byte for byte. A message it does not
 know ends the filtering safely: the rest of the connection is refused rather than guessed at.
 """
 
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import struct
 
+KEY_EVENT = 4
+POINTER_EVENT = 5
 CLIENT_CUT_TEXT = 6
+QEMU_MESSAGE = 255  # QEMU's client messages: subtype 0 is the extended key event (12 bytes)
+VIEW_ONLY_DROPS = frozenset({KEY_EVENT, POINTER_EVENT, CLIENT_CUT_TEXT, QEMU_MESSAGE})
 # Fixed-size client messages, by type: SetPixelFormat, FramebufferUpdateRequest, KeyEvent,
 # PointerEvent, EnableContinuousUpdates, xvp.
 _FIXED = {0: 20, 3: 10, 4: 8, 5: 6, 150: 10, 250: 4}
-_QEMU = 255  # QEMU's client messages: subtype 0 is the extended key event (12 bytes)
 _SET_ENCODINGS = 2
 _CLIENT_FENCE = 248
 _SET_DESKTOP_SIZE = 251
@@ -27,10 +31,12 @@ class RfbProtocolError(Exception):
     """The client sent something this filter does not know how to step over."""
 
 
-class ClientCutTextFilter:
-    """Feed it the client's bytes as they come; it returns what may go on to the VM."""
+class RfbClientFilter:
+    """Feed it the client's bytes as they come; it returns what may go on to the VM: every
+    message but those of the types in `drop` (by default, the client's clipboard)."""
 
-    def __init__(self) -> None:
+    def __init__(self, drop: frozenset[int] = frozenset({CLIENT_CUT_TEXT})) -> None:
+        self.drop = drop
         self._buffer = bytearray()
         self._handshake = [12, 1]  # lengths still to pass; the security type decides the rest
         self._security_type_seen = False
@@ -49,9 +55,10 @@ class ClientCutTextFilter:
             if self._handshake:
                 self._handshake_step(message)
                 out += message
-            elif message[0] == CLIENT_CUT_TEXT:
-                self.dropped_messages += 1
-                self.dropped_bytes += length - 8
+            elif message[0] in self.drop:
+                if message[0] == CLIENT_CUT_TEXT:
+                    self.dropped_messages += 1
+                    self.dropped_bytes += length - 8
             else:
                 out += message
 
@@ -71,7 +78,7 @@ class ClientCutTextFilter:
         kind = buffer[0]
         if kind in _FIXED:
             return _FIXED[kind]
-        if kind == _QEMU:
+        if kind == QEMU_MESSAGE:
             if len(buffer) < 2:
                 return None
             if buffer[1] == 0:

@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.metrics import BYTES, SESSIONS_ENDED, SESSIONS_STARTED, reason_label
-from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket
+from console.models import ConsoleProtocol, ConsoleSession, ConsoleShare, ConsoleTicket
 
 
 def _worker() -> str:
@@ -124,3 +124,25 @@ def serial_console_holder(*, vm_id: int, besides: int, since=None) -> ConsoleSes
     if since is not None:
         rows = rows.filter(started_at__gt=since)
     return rows.select_related("user").order_by("-started_at").first()
+
+
+def console_share_create(*, vm, username: str, by) -> ConsoleShare:
+    """Share `vm`'s console with the user named `username`, to watch read-only; ValueError says
+    why not (no such user, the owner themself, already shared)."""
+    from django.contrib.auth import get_user_model
+
+    viewer = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
+    if viewer is None:
+        raise ValueError(f"There is no active user {username.strip()!r}.")
+    if viewer.pk == vm.owner_id:
+        raise ValueError(f"{username} owns {vm.name} already.")
+    if ConsoleShare.objects.filter(vm=vm, viewer=viewer, ended_at__isnull=True).exists():
+        raise ValueError(f"{vm.name} is shared with {username} already.")
+    return ConsoleShare.objects.create(vm=vm, viewer=viewer, shared_by=by)
+
+
+def console_share_end(*, vm, share_id: int) -> bool:
+    """Stop a share; the viewer's open consoles end at their next check (the guard)."""
+    return bool(
+        ConsoleShare.objects.filter(vm=vm, pk=share_id, ended_at__isnull=True).update(ended_at=timezone.now())
+    )

@@ -29,7 +29,7 @@ from django.contrib.auth import SESSION_KEY
 from django.db.models import F
 from django.utils import timezone
 
-from console.access import vm_may_use
+from console.access import vm_may_use, vm_shared_with
 from console.domainxml import (
     GraphicsEndpoint,
     graphics_endpoint,
@@ -96,6 +96,8 @@ class Refusal(enum.Enum):
     ENDED_BY_ADMIN = 4020
     IDLE = 4021
     TOO_LONG = 4022
+    SHARE_ENDED = 4023
+    VIEW_ONLY = 4024
 
     @property
     def message(self) -> str:
@@ -123,6 +125,8 @@ _REFUSAL_MESSAGES = {
     Refusal.ENDED_BY_ADMIN: "an administrator ended this console session",
     Refusal.IDLE: "the console was idle too long (console.idleTimeoutMinutes)",
     Refusal.TOO_LONG: "the console reached its maximum length (console.maxSessionMinutes)",
+    Refusal.SHARE_ENDED: "the owner stopped sharing this console",
+    Refusal.VIEW_ONLY: "this console is view-only: its keyboard and mouse channel is not opened",
 }
 
 
@@ -197,13 +201,14 @@ def console_ticket_issue(
     session_key: str = "",
     seconds: int | None = None,
     max_connections: int | None = None,
+    view_only: bool = False,
 ) -> IssuedTicket:
     """Issue a ticket for `user` to `vm`'s console and open the console's password for it.
 
     `origin` is the page that will connect (browser kinds); `session_key` the login session
     whose end ends the ticket's consoles.
     """
-    if not vm_may_use(user, vm):
+    if not vm_may_use(user, vm) and not (view_only and vm_shared_with(user, vm)):
         raise PermissionError(f"{user} may not use {vm}")
     if seconds is None:
         seconds = settings.CONSOLE_TICKET_SECONDS
@@ -240,6 +245,7 @@ def console_ticket_issue(
         session_key=session_key or "",
         auth_hash=auth_hash(user),
         domain_id=domain_id,
+        view_only=view_only,
     )
     return IssuedTicket(token, password, endpoint.type, expires_at, ticket)
 
@@ -311,7 +317,10 @@ def _right_refusal(ticket: ConsoleTicket, session_users: dict[str, str | None]) 
     if ticket.session_key and session_users.get(ticket.session_key) != str(user.pk):
         return Refusal.LOGGED_OUT
     if not vm_may_use(user, ticket.vm):
-        return Refusal.FORBIDDEN
+        if not ticket.view_only:
+            return Refusal.FORBIDDEN
+        if not vm_shared_with(user, ticket.vm):
+            return Refusal.SHARE_ENDED
     if ticket.revoked_at is not None:
         return Refusal.VM_RESTARTED
     return None
@@ -332,7 +341,13 @@ def _limit_refusal(
     if max_minutes and now - ticket.created_at > timedelta(minutes=max_minutes):
         return Refusal.TOO_LONG
     last_input = ticket.last_input_at or ticket.created_at
-    if idle_minutes and ticket.kind in IDLE_KINDS and now - last_input > timedelta(minutes=idle_minutes):
+    watching = ticket.view_only  # a watcher has no input to give
+    if (
+        idle_minutes
+        and ticket.kind in IDLE_KINDS
+        and not watching
+        and now - last_input > timedelta(minutes=idle_minutes)
+    ):
         return Refusal.IDLE
     return None
 

@@ -15,6 +15,8 @@ urlpatterns = [
     path("vms/<int:vm_id>/console/ticket/", views.vm_console_ticket, name="vm-console-ticket"),
     path("vms/<int:vm_id>/console.vv", views.vm_console_vv, name="vm-console-vv"),
     path("vms/<int:vm_id>/serial/", views.vm_serial, name="vm-serial"),
+    path("vms/<int:vm_id>/shares/", views.vm_share, name="vm-share"),
+    path("vms/<int:vm_id>/shares/<int:share_id>/end/", views.vm_share_end, name="vm-share-end"),
     path("vms/<int:vm_id>/serial/ticket/", views.vm_serial_ticket, name="vm-serial-ticket"),
     re_path(
         r"^vms/(?P<vm_id>[0-9]+)/(?P<action>start|shutdown|poweroff|reboot)/$",

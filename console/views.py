@@ -18,7 +18,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from console.access import vm_get_for_user
+from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
 from console.globalconfig import IDLE_TIMEOUT, config_int
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
@@ -27,7 +27,7 @@ from console.models import ConsolePreference, ConsoleSession, ConsoleTicket, Vir
 from console.origins import request_origin
 from console.preload import module_graph
 from console.screenshots import vm_thumbnail
-from console.sessions import console_download_record, open_sessions
+from console.sessions import console_download_record, console_share_create, console_share_end, open_sessions
 from console.tickets import (
     IDLE_KINDS,
     ConsoleUnavailable,
@@ -59,10 +59,13 @@ def vm_list(request):
     unavailable = {
         (vm.host.name, status.message) for vm, status in rows if isinstance(status, HypervisorError)
     }
+    shared = VirtualMachine.objects.filter(
+        shares__viewer=request.user, shares__ended_at__isnull=True
+    ).distinct()
     return render(
         request,
         "console/vm_list.html",
-        {"rows": rows, "unavailable": sorted(unavailable)},
+        {"rows": rows, "unavailable": sorted(unavailable), "shared": shared},
         status=503 if unavailable else 200,
     )
 
@@ -83,6 +86,10 @@ def vm_detail(request, vm_id: int):
             "vm": vm,
             "status": vm_status(vm),
             "open_consoles": consoles,
+            "shares": [
+                (share, any(s.user_id == share.viewer_id for s in consoles))
+                for share in vm.shares.filter(ended_at__isnull=True).select_related("viewer")
+            ],
             "events": vm.events.select_related("user")[:10],
             "vv_fullscreen": preference.vv_fullscreen if preference else False,
         },
@@ -130,7 +137,8 @@ def _ticket_payload(vm, issued) -> dict:
         "password": issued.password,
         "expires": issued.expires_at.isoformat(),
         "wsPath": reverse("console-ws", args=[vm.id]),
-        "proxyUrl": settings.CONSOLE_PROXY_URL,
+        "proxyUrl": settings.CONSOLE_PROXY_URL if issued.ticket.kind == ConsoleTicket.Kind.WEBSOCKIFY else "",
+        "viewOnly": issued.ticket.view_only,
         # The page warns a minute before the portal ends an idle console (0: no idle limit).
         "idleTimeoutSeconds": config_int(IDLE_TIMEOUT) * 60 if issued.ticket.kind in IDLE_KINDS else 0,
     }
@@ -140,8 +148,10 @@ def _ticket_payload(vm, issued) -> dict:
 @never_cache
 def vm_console(request, vm_id: int):
     """The console page. Its ticket is asked for by the page itself as it loads, so issuing it
-    (a libvirt round trip) runs while the browser fetches the client's modules."""
-    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    (a libvirt round trip) runs while the browser fetches the client's modules. `?view_only=1`
+    opens it to watch only; a user the console is shared with always watches only."""
+    vm, must_watch = vm_get_for_watching(user=request.user, vm_id=vm_id)
+    view_only = must_watch or request.GET.get("view_only") == "1"
     try:
         endpoint, _ = console_endpoint(vm)
     except ConsoleUnavailable as exc:
@@ -154,9 +164,12 @@ def vm_console(request, vm_id: int):
         "protocol": endpoint.type,
         "client_script": client,
         "preload": module_graph(client)[1:],
-        "ticket_url": reverse("console:vm-console-ticket", args=[vm.id]),
+        "ticket_url": reverse("console:vm-console-ticket", args=[vm.id])
+        + ("?view_only=1" if view_only else ""),
         "state_url": reverse("console:vm-state", args=[vm.id]),
         "vv_fullscreen": preference.vv_fullscreen if preference else False,
+        "view_only": view_only,
+        "may_operate": not must_watch,
     }
     template = "console/console_spice.html" if endpoint.type == "spice" else "console/console_vnc.html"
     return render(request, template, context)
@@ -166,8 +179,13 @@ def vm_console(request, vm_id: int):
 @require_POST
 def vm_console_ticket(request, vm_id: int):
     """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
-    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
-    kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
+    vm, must_watch = vm_get_for_watching(user=request.user, vm_id=vm_id)
+    view_only = must_watch or request.GET.get("view_only") == "1"
+    if view_only and settings.CONSOLE_PROXY_URL:
+        # websockify relays every frame: only the portal's own proxy can keep a watcher's keys out.
+        kind = ConsoleTicket.Kind.BROWSER
+    else:
+        kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
     return _ticket_response(
         request,
         vm,
@@ -177,6 +195,7 @@ def vm_console_ticket(request, vm_id: int):
             kind=kind,
             origin=request_origin(request),
             session_key=request.session.session_key,
+            view_only=view_only,
         ),
     )
 
@@ -248,7 +267,7 @@ def vm_serial_ticket(request, vm_id: int):
 @login_required
 def vm_state(request, vm_id: int):
     """The VM's state (JSON), for the console page to explain a disconnect."""
-    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    vm, _ = vm_get_for_watching(user=request.user, vm_id=vm_id)
     try:
         state = vm_status(vm).state
     except HypervisorUnavailable as exc:
@@ -283,6 +302,33 @@ def api_tokens(request):
             )
     context["tokens"] = request.user.api_tokens.all()
     return render(request, "console/api_tokens.html", context, status=400 if "form_error" in context else 200)
+
+
+@login_required
+@require_POST
+def vm_share(request, vm_id: int):
+    """The owner (or staff) shares the VM's console with another user, to watch read-only."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    try:
+        share = console_share_create(vm=vm, username=request.POST.get("username", ""), by=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"{share.viewer.get_username()} may now watch {vm.name}'s console, read-only, until you stop it.",
+        )
+    return redirect(vm)
+
+
+@login_required
+@require_POST
+def vm_share_end(request, vm_id: int, share_id: int):
+    """Stop sharing: the viewer's open consoles end at their next check (4023)."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    if console_share_end(vm=vm, share_id=share_id):
+        messages.success(request, "Sharing stopped; the viewer's console closes within seconds.")
+    return redirect(vm)
 
 
 @login_required

@@ -504,3 +504,71 @@ async def test_console_clipboard_off_drops_a_vnc_clients_clipboard_at_the_proxy(
                 echoed += await comm.receive_from()
             assert echoed == expected, policy
             await comm.disconnect()
+
+
+# -- view-only consoles (shared to watch) -----------------------------------------------------------
+
+
+def _share(vm, viewer):
+    from console.sessions import console_share_create
+
+    return console_share_create(vm=vm, username=viewer.username, by=vm.owner)
+
+
+async def test_a_watchers_keys_mouse_and_clipboard_never_reach_the_vm(user, other_user, vms):
+    from tests.test_rfb import ENCODINGS, HANDSHAKE, KEY, POINTER, QEMU_KEY, cut
+
+    share = await database_sync_to_async(_share)(vms[0], other_user)
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
+        await database_sync_to_async(_age_ticket)(token, view_only=True)
+        comm = await communicator(vms[0].id, token, other_user)
+        assert (await comm.connect())[0]
+        assert await comm.receive_from() == b"HELLO"
+        # A modified page (or any client) sends input anyway: only what cannot touch the VM passes.
+        await comm.send_to(bytes_data=HANDSHAKE + ENCODINGS + KEY + POINTER + QEMU_KEY + cut(b"rm -rf /"))
+        echoed = b""
+        while len(echoed) < len(HANDSHAKE + ENCODINGS):
+            echoed += await comm.receive_from()
+        assert echoed == HANDSHAKE + ENCODINGS
+        assert await comm.receive_nothing(0.3)
+        await comm.disconnect()
+    assert share.pk
+
+
+async def test_ending_a_share_ends_the_watchers_console(user, other_user, vms, settings):
+    from console.sessions import console_share_end
+
+    settings.CONSOLE_RECHECK_SECONDS = 0.2
+    share = await database_sync_to_async(_share)(vms[0], other_user)
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
+        await database_sync_to_async(_age_ticket)(token, view_only=True)
+        comm = await communicator(vms[0].id, token, other_user)
+        assert (await comm.connect())[0]
+        await comm.receive_from()
+        await asyncio.sleep(0.4)  # watching, with the right to
+        await database_sync_to_async(console_share_end)(vm=vms[0], share_id=share.pk)
+        closed = await comm.receive_output(timeout=3)
+        assert closed["code"] == Refusal.SHARE_ENDED.value
+        await comm.disconnect()
+
+
+async def test_a_watcher_gets_no_spice_inputs_channel(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, protocol="spice")
+        await database_sync_to_async(_age_ticket)(token, view_only=True)
+        comm = await communicator(vms[0].id, token, user)
+        assert (await comm.connect())[0]
+        await comm.receive_from()
+        await comm.send_to(bytes_data=b"REDQ" + bytes(16) + bytes([3]) + bytes(20))
+        closed = await comm.receive_output(timeout=3)
+        assert closed["code"] == Refusal.VIEW_ONLY.value
+        await comm.disconnect()
+
+
+async def test_a_ticket_that_is_not_view_only_needs_the_vm_not_a_share(user, other_user, vms):
+    await database_sync_to_async(_share)(vms[0], other_user)
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)  # full access
+        assert await refused_with(await communicator(vms[0].id, token, other_user)) == Refusal.FORBIDDEN.value

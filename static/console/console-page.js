@@ -29,6 +29,8 @@ const CLOSE_REASONS = {
   4020: "an administrator ended this console session",
   4021: "the console was idle too long (no key press or mouse move); press Reconnect",
   4022: "the console reached its maximum length; press Reconnect",
+  4023: "the owner stopped sharing this console",
+  4024: "this console is view-only: its keyboard and mouse channel is not opened",
 };
 // Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
 // away (restart, crash) or the console proxy was busy; another worker will take it.

@@ -25,9 +25,10 @@ const client = {
   connect(ticket) {
     // noVNC is handed the socket, so the page can read the proxy's close code.
     const socket = new WebSocket(socketUrl(ticket), ["binary"]);
-    if (!ticket.proxyUrl) reportActivity(socket);
+    if (!ticket.proxyUrl && !ticket.viewOnly) reportActivity(socket);
     const current = new RFB(screen, socket, { credentials: { password: ticket.password } });
     current.scaleViewport = scaled;
+    current.viewOnly = Boolean(ticket.viewOnly); // the proxy drops a watcher's input anyway
     current.focusOnClick = true;
     current.addEventListener("connect", () => {
       connected();

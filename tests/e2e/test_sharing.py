@@ -1,0 +1,73 @@
+"""Shared viewing in Chromium, on the real guest: the owner shares a VNC console with another
+user, who watches read-only — their keys never reach the guest, the owner's do — and the owner
+sees them watching and ends it."""
+
+import secrets
+
+import pytest
+from django.conf import settings
+
+from bench.browser import wait_until
+from tests.e2e.conftest import PASSWORD, wait_for_canvas
+from tests.e2e.test_browser_console import CANVAS, start_vm_in_mode, type_keys
+from tests.helpers import SerialReader
+
+pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
+
+
+def test_a_watcher_sees_the_console_and_cannot_type_into_it(browser, page, portal):
+    portal.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "u, _ = User.objects.get_or_create(username='watcher'); "
+        f"u.set_password('{PASSWORD}'); u.save()",
+    )
+    start_vm_in_mode(page, portal, "vnc")  # the owner (admin), on the VM's page
+    page.fill("#share-form input[name=username]", "watcher")
+    page.click("#share-form button")
+    assert "watcher may now watch" in page.inner_text(".messages")
+
+    context = browser.new_context()
+    viewer = context.new_page()
+    reader = None
+    try:
+        viewer.goto(f"{portal.url}/accounts/login/")
+        viewer.fill("#id_username", "watcher")
+        viewer.fill("#id_password", PASSWORD)
+        viewer.click("button[type=submit]")
+        viewer.click(f"#shared-consoles a:text-is('{portal.vm_name}')")
+        viewer.wait_for_selector("#status.connected", timeout=20000)
+        assert viewer.is_visible(".view-only") and not viewer.is_visible("#type-text")
+        wait_for_canvas(viewer, CANVAS["vnc"], lambda s: s["colours"] >= 2 and s["lit"] > 200)
+
+        page.reload()
+        assert "watcher — watching now" in page.inner_text("#shares")
+
+        reader = SerialReader(settings.LIBVIRT_URI, portal.vm_name)
+        reader.wait_for_prompt()
+        viewer.click(CANVAS["vnc"])
+        marker = f"viewer-{secrets.token_hex(4)}"
+        type_keys(viewer, f"echo {marker} > /dev/ttyS0\n")
+
+        page.click("a.button:text-is('Console')")  # the owner, at the same console
+        page.wait_for_selector("#status.connected", timeout=20000)
+        page.click(CANVAS["vnc"])
+        owner_marker = f"owner-{secrets.token_hex(4)}"
+        for _ in range(3):
+            type_keys(page, f"echo {owner_marker} > /dev/ttyS0\n")
+            try:
+                reader.wait_for(owner_marker.encode(), timeout=10)
+                break
+            except AssertionError:
+                continue
+        reader.wait_for(owner_marker.encode(), timeout=1)
+        assert marker.encode() not in reader.output  # the watcher's keys never arrived
+
+        page.goto(f"{portal.url}/vms/{portal.vm_id()}/")
+        page.click("#shares button:has-text('Stop sharing')")
+        wait_until(viewer, "document.querySelector('#status').textContent.includes('stopped sharing')", 10)
+    finally:
+        if reader is not None:
+            reader.close()
+        context.close()

@@ -1,0 +1,75 @@
+"""Sharing a VM's console to watch: who may, what the viewer may open, and nothing more."""
+
+import pytest
+
+from console.models import ConsoleShare, Host, VirtualMachine
+from tests.helpers import TEST_NODE_URI
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def vm(user):
+    host = Host.objects.create(name="fake", uri=TEST_NODE_URI)
+    return VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
+
+
+def test_the_owner_shares_and_stops_sharing(client, user, other_user, vm):
+    client.force_login(user)
+    client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username})
+    share = ConsoleShare.objects.get()
+    assert (share.viewer, share.shared_by, share.ended_at) == (other_user, user, None)
+    page = client.get(f"/vms/{vm.id}/").content.decode()
+    assert f"{other_user.username} — not connected" in page
+    again = client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username}, follow=True)
+    assert "is shared with mallory already" in again.content.decode()
+    client.post(f"/vms/{vm.id}/shares/{share.id}/end/")
+    share.refresh_from_db()
+    assert share.ended_at is not None
+
+
+def test_sharing_refuses_unknown_users_and_the_owner(client, user, vm):
+    client.force_login(user)
+    assert (
+        "no active user"
+        in client.post(f"/vms/{vm.id}/shares/", {"username": "nobody"}, follow=True).content.decode()
+    )
+    assert (
+        "owns vm-a already"
+        in client.post(f"/vms/{vm.id}/shares/", {"username": user.username}, follow=True).content.decode()
+    )
+    assert not ConsoleShare.objects.exists()
+
+
+def test_only_the_owner_or_staff_may_share(client, other_user, vm, django_user_model):
+    client.force_login(other_user)
+    assert client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username}).status_code == 404
+    third = django_user_model.objects.create_user("eve", password="eve-pw-1234")
+    ConsoleShare.objects.create(vm=vm, viewer=other_user)
+    # a viewer cannot pass the console on either
+    assert client.post(f"/vms/{vm.id}/shares/", {"username": third.username}).status_code == 404
+
+
+def test_a_viewer_may_open_the_console_to_watch_and_do_nothing_else(client, other_user, vm):
+    client.force_login(other_user)
+    assert client.get(f"/vms/{vm.id}/console/").status_code == 404  # not shared yet
+    ConsoleShare.objects.create(vm=vm, viewer=other_user)
+    # past the access check (vm-a has no graphics device: 409, not 404)
+    assert client.get(f"/vms/{vm.id}/console/").status_code == 409
+    assert client.post(f"/vms/{vm.id}/console/ticket/").status_code == 409
+    assert "vm-a" in client.get("/").content.decode()  # listed under "shared with you"
+    for path in ("", "start/", "poweroff/", "serial/", "console.vv"):
+        response = (
+            client.post(f"/vms/{vm.id}/{path}")
+            if path.endswith(("/", ".vv"))
+            else client.get(f"/vms/{vm.id}/")
+        )
+        assert response.status_code == 404, path
+
+
+def test_an_ended_share_gives_nothing(client, other_user, vm):
+    from django.utils import timezone
+
+    ConsoleShare.objects.create(vm=vm, viewer=other_user, ended_at=timezone.now())
+    client.force_login(other_user)
+    assert client.get(f"/vms/{vm.id}/console/").status_code == 404
