@@ -9,13 +9,60 @@ import { connected, consolePage, disconnected, passwordRefused, setStatus, socke
 // A socket left open keeps the old SPICE client alive in QEMU, which then drops the new one.
 // So every socket is tracked, and Reconnect waits until the old ones are closed.
 const openSockets = new Set();
+const SPICE_CHANNEL_PLAYBACK = 5; // SpiceLinkMess.channel_type, at byte 20 of a channel's first message
 window.WebSocket = class TrackedWebSocket extends window.WebSocket {
   constructor(...args) {
     super(...args);
     openSockets.add(this);
     this.addEventListener("close", () => openSockets.delete(this));
   }
+
+  send(data) {
+    if (!this.linked) {
+      // The first message links a channel: see which, to report the sound's state.
+      this.linked = true;
+      const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer || []);
+      if (bytes.length > 20 && bytes[20] === SPICE_CHANNEL_PLAYBACK) playbackChannel(this);
+    }
+    super.send(data);
+  }
 };
+
+// Sound: spice-html5 plays the VM's audio (the playback channel) through an <audio> element it
+// adds to the screen when the VM starts playing. Browsers may block it until the user acts.
+const soundButton = document.getElementById("sound");
+const audioState = document.getElementById("audio-state");
+let soundOn = true;
+
+function setAudioState(state, text) {
+  audioState.dataset.state = state;
+  audioState.textContent = text;
+}
+
+function playbackChannel(socket) {
+  // Called as the channel sends its first message, so it is open already.
+  setAudioState(soundOn ? "ready" : "muted", soundOn ? "Sound: on (nothing playing)" : "Sound: muted");
+  socket.addEventListener("close", () => setAudioState("none", "Sound: no playback channel"));
+}
+
+function startAudio(audio) {
+  audio.muted = !soundOn;
+  if (!soundOn) return;
+  audio.play().then(
+    () => setAudioState("playing", "Sound: playing"),
+    (error) => {
+      if (error.name === "NotAllowedError") setAudioState("blocked", "Sound blocked by the browser: press Sound to start it");
+    },
+  );
+}
+
+soundButton.addEventListener("click", () => {
+  soundOn = !soundOn;
+  soundButton.setAttribute("aria-pressed", String(soundOn));
+  for (const audio of document.querySelectorAll("#spice-screen audio")) startAudio(audio);
+  if (!soundOn) setAudioState("muted", "Sound: muted");
+  else if (audioState.dataset.state === "muted") setAudioState("ready", "Sound: on");
+});
 
 function allClosed(timeout = 2000) {
   const pending = [...openSockets].map((socket) => new Promise((resolve) => {
@@ -45,6 +92,11 @@ function applyScale() {
 
 new ResizeObserver(applyScale).observe(screenArea);
 new MutationObserver(applyScale).observe(screen, { childList: true, subtree: true, attributes: true });
+new MutationObserver((changes) => {
+  for (const change of changes) {
+    for (const node of change.addedNodes) if (node instanceof HTMLAudioElement) startAudio(node);
+  }
+}).observe(screen, { childList: true, subtree: true });
 
 function whenInputsReady(current) {
   if (current !== connection) return;
@@ -66,7 +118,8 @@ const client = {
       // spice-html5 drops key events until the inputs channel is ready, which comes after the
       // main channel's success (through websockify, a process per channel later): "Connected"
       // means typing works.
-      onsuccess: () => whenInputsReady(current),
+      // A watcher gets no inputs channel (view only): connected once the main channel is.
+      onsuccess: () => (ticket.viewOnly ? connected() : whenInputsReady(current)),
       onerror: (error) => {
         if (current !== connection) return;
         if (error && error.message === "Permission denied.") passwordRefused();

@@ -172,3 +172,15 @@ def test_type_text_types_shifted_characters_exactly(page, portal, mode):
     finally:
         reader.close()
     assert page.input_value("#type-text-input") == ""  # not kept in the page
+
+
+def test_the_spice_page_opens_the_playback_channel_and_reports_the_sound(page, portal):
+    start_vm_in_mode(page, portal, "spice")
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    # The VM has a sound card played through SPICE: the page links its playback channel.
+    wait_until(page, "document.querySelector('#audio-state').dataset.state === 'ready'")
+    assert page.inner_text("#audio-state") == "Sound: on (nothing playing)"
+    page.click("#sound")
+    assert page.get_attribute("#sound", "aria-pressed") == "false"
+    assert page.inner_text("#audio-state") == "Sound: muted"

@@ -71,3 +71,20 @@ def test_a_watcher_sees_the_console_and_cannot_type_into_it(browser, page, porta
         if reader is not None:
             reader.close()
         context.close()
+
+
+def test_watching_a_spice_console_shows_the_screen_without_its_inputs_channel(page, portal):
+    """SPICE has no read-only mode in QEMU: a watcher's page gets every channel but the
+    keyboard and mouse one, which the proxy refuses (4024)."""
+    start_vm_in_mode(page, portal, "spice")
+    page.goto(f"{portal.url}/vms/{portal.vm_id()}/console/?view_only=1")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    assert page.is_visible(".view-only")
+    wait_for_canvas(page, CANVAS["spice"], lambda s: s["colours"] >= 2 and s["lit"] > 200)
+    refused = portal.manage(
+        "shell",
+        "-c",
+        "from console.models import ConsoleSession as S; "
+        "print(S.objects.filter(end_reason__startswith='this console is view-only').count())",
+    )
+    assert int(refused.split()[-1]) >= 1
