@@ -21,7 +21,13 @@ from urllib.parse import quote
 
 from bench.setup import ROOT, World
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Debian's package installs /usr/bin/chromium, Ubuntu's /usr/bin/chromium-browser.
+CHROMIUM = (
+    os.environ.get("CHROMIUM")
+    or shutil.which("chromium")
+    or shutil.which("chromium-browser")
+    or "/usr/bin/chromium"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

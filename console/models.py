@@ -293,11 +293,12 @@ class VirtualMachine(models.Model):
             return False
         return user.is_staff or self.owner_id == user.pk
 
-    def effective_console_mode(self) -> str:
-        """The mode a start would use now: the VM's override, or the global kvm.consoleMode."""
+    def effective_console_mode(self, global_mode: str | None = None) -> str:
+        """The mode a start would use now: the VM's override, or the global kvm.consoleMode
+        (read now, unless the caller read it once for many VMs)."""
         if self.console_mode != ConsoleModeChoice.INHERIT:
             return self.console_mode
-        return config_value(CONSOLE_MODE)
+        return global_mode or config_value(CONSOLE_MODE)
 
 
 class VmEvent(models.Model):

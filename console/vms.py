@@ -10,7 +10,7 @@ from django.db import transaction
 
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
 from console.errors import PortalError
-from console.globalconfig import CLIPBOARD, config_value
+from console.globalconfig import CLIPBOARD, CONSOLE_MODE, config_value
 from console.hypervisor import (
     ACTIVE_STATES,
     MISSING,
@@ -63,7 +63,10 @@ def vm_status(vm: VirtualMachine) -> VmStatus:
 
 
 def vm_statuses(vms: Iterable[VirtualMachine]) -> dict[int, VmStatus | HypervisorError]:
-    """Live status of many VMs: one state listing per host; a host's error stands for its VMs."""
+    """Live status of many VMs: one settings query, one libvirt call per host; a host's error
+    stands for its VMs. A running VM's protocol is the one the portal started it with (reading
+    each one's XML would cost a libvirt call per VM; `vm_status` reads it)."""
+    global_mode = config_value(CONSOLE_MODE)
     by_host: dict[int, list[VirtualMachine]] = {}
     for vm in vms:
         by_host.setdefault(vm.host_id, []).append(vm)
@@ -76,8 +79,8 @@ def vm_statuses(vms: Iterable[VirtualMachine]) -> dict[int, VmStatus | Hyperviso
             continue
         for vm in host_vms:
             state = states.get(vm.name, MISSING)
-            running = _running_mode(vm) if state in ACTIVE_STATES else None
-            result[vm.id] = VmStatus(state, running, vm.effective_console_mode())
+            running = (vm.started_mode or None) if state in ACTIVE_STATES else None
+            result[vm.id] = VmStatus(state, running, vm.effective_console_mode(global_mode))
     return result
 
 

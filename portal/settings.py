@@ -91,7 +91,6 @@ def default_libvirt_uri() -> str:
 SECRET_KEY = os.environ.get("SECRET_KEY") or default_secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-PORT = env_int("PORT", 8000)
 LIBVIRT_URI = env_str("LIBVIRT_URI", default_libvirt_uri())
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "")
 

@@ -35,7 +35,7 @@ async def test_reads_are_bounded_and_the_buffer_follows_the_traffic():
     await server.wait_closed()
 
 
-async def test_writes_of_one_loop_turn_arrive_together():
+async def test_the_first_write_of_a_loop_turn_goes_at_once_and_the_rest_in_one_send():
     got = asyncio.get_running_loop().create_future()
 
     async def console(reader, writer):
@@ -44,9 +44,14 @@ async def test_writes_of_one_loop_turn_arrive_together():
 
     server = await asyncio.start_server(console, "127.0.0.1", 0)
     link = await ConsoleLink.open("127.0.0.1", server.sockets[0].getsockname()[1])
+    sends = []
+    write = link.transport.write
+    link.transport.write = lambda data: (sends.append(bytes(data)), write(data))
     for piece in (b"ab", b"cd", b"ef"):
         link.write(piece)
+    assert sends == [b"ab"]  # a keystroke does not wait for the loop turn to end
     assert await asyncio.wait_for(got, 5) == b"abcdef"
+    assert sends == [b"ab", b"cdef"]  # the rest of the turn: one send, not one per write
     await link.close()
     server.close()
     await server.wait_closed()

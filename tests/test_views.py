@@ -219,3 +219,21 @@ def test_several_workers_refuse_what_only_one_process_can_share(env, missing):
         text=True,
     )
     assert result.returncode != 0 and missing in result.stderr
+
+
+def test_the_vm_list_costs_the_same_queries_for_many_vms(client, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from console.models import Host, VirtualMachine
+    from tests.helpers import TEST_NODE_URI
+
+    host = Host.objects.create(name="fake-many", uri=TEST_NODE_URI)
+    client.force_login(user)
+    counts = []
+    for name in ("vm-a", "vm-b", "bench-vm", "gone-1", "gone-2"):
+        VirtualMachine.objects.create(name=name, owner=user, host=host)
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/").status_code == 200
+        counts.append(len(queries))
+    assert len(set(counts)) == 1, counts  # no query per VM

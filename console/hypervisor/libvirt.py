@@ -170,7 +170,13 @@ class LibvirtHypervisor:
         """Every defined domain's name and state."""
 
         def read(conn: libvirt.virConnect) -> dict[str, str]:
-            return {dom.name(): _STATES.get(dom.state()[0], "unknown") for dom in conn.listAllDomains()}
+            try:  # one call for every domain of the host
+                records = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                return {dom.name(): _STATES.get(dom.state()[0], "unknown") for dom in conn.listAllDomains()}
+            return {dom.name(): _STATES.get(stats.get("state.state"), "unknown") for dom, stats in records}
 
         return self._call(read)
 
