@@ -21,8 +21,13 @@ else
 	@exec $(PY) -m portal.daphne -b 127.0.0.1 -p $(PORT) portal.asgi:application
 endif
 
+# Django's deployment checks, with the settings of a deployment behind a TLS proxy.
+DEPLOY_ENV := DEBUG=0 BEHIND_TLS_PROXY=1 ALLOWED_HOSTS=portal.example.com \
+	SECRET_KEY=deploy-check-$$(head -c 48 /dev/urandom | base64 | tr -dc A-Za-z0-9)
+
 test: setup-test
 	@.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .
+	@$(DEPLOY_ENV) $(PY) manage.py check --deploy --fail-level WARNING
 	@.venv/bin/pytest $(ARGS)
 
 bench: setup-test

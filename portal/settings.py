@@ -252,6 +252,14 @@ if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # Plain HTTP that reaches the portal through the proxy is sent to HTTPS; the proxy's own
+    # health checks (on the portal's loopback port) are not.
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # HSTS for 30 days by default (HSTS_SECONDS; 0 turns it off). Not for subdomains or the
+    # preload list: the portal cannot know that every other name under its domain has TLS.
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 30 * 24 * 3600)
+    SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 LANGUAGE_CODE = "en-us"

@@ -167,7 +167,7 @@ def test_other_drivers_transports_and_parameters_are_refused(uri):
         validate_libvirt_uri(uri)
 
 
-@pytest.mark.parametrize("address", ["0.0.0.0", "::", "::ffff:0.0.0.0", "0:0::0", "0::ffff:0.0.0.0"])
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "::ffff:0.0.0.0", "0:0::0", "0::ffff:0.0.0.0"])  # noqa: S104
 def test_every_spelling_of_all_interfaces_needs_the_hosts_consent(address):
     from django.core.exceptions import ValidationError
 

@@ -80,10 +80,10 @@ def admin(portal):
 
 def test_the_demo_pages_of_spice_html5_are_not_served(portal):
     for path in ("spice-html5/spice_auto.html", "spice-html5/spice.html", ".clients.stamp"):
-        response = requests.get(f"{portal.url}/static/{path}")
+        response = requests.get(f"{portal.url}/static/{path}", timeout=10)
         assert response.status_code == 404, path
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
-    module = requests.get(f"{portal.url}/static/spice-html5/main.js")
+    module = requests.get(f"{portal.url}/static/spice-html5/main.js", timeout=10)
     assert module.status_code == 200
     assert module.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in module.headers["Content-Security-Policy"]
@@ -101,7 +101,7 @@ def test_a_page_on_another_port_of_the_same_host_is_refused(portal, admin):
 
 def test_no_ticket_reaches_daphnes_access_log(portal):
     secret = "0123456789abcdef" * 3
-    requests.get(f"{portal.url}/accounts/login/?next=/&token={secret}")
+    requests.get(f"{portal.url}/accounts/login/?next=/&token={secret}", timeout=10)
     time.sleep(0.5)
     log = (ARTIFACTS / "daphne.log").read_text()
     assert secret not in log
@@ -110,7 +110,7 @@ def test_no_ticket_reaches_daphnes_access_log(portal):
 
 def test_no_ticket_reaches_uvicorns_access_log_and_its_lines_stay_whole(uvicorn_portal):
     secret = "fedcba9876543210" * 3
-    requests.get(f"{uvicorn_portal.url}/accounts/login/?token={secret}")
+    requests.get(f"{uvicorn_portal.url}/accounts/login/?token={secret}", timeout=10)
     time.sleep(0.5)
     log = (ARTIFACTS / "uvicorn.log").read_text()
     assert secret not in log
