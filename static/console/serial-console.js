@@ -48,7 +48,7 @@ terminal.attachCustomKeyEventHandler((event) => {
   return event.code !== "KeyV"; // leave it to the browser, whose paste event xterm.js takes
 });
 
-let log = [];
+const log = [];
 let logSize = 0;
 function remember(bytes) {
   log.push(bytes);
@@ -57,6 +57,7 @@ function remember(bytes) {
 }
 
 // Escape sequences (colours, cursor moves, terminal queries) do not belong in a text file.
+// eslint-disable-next-line no-control-regex -- the escape sequences are what it removes
 const ESCAPES = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[78=>cDEHM]/g;
 document.getElementById("download-log").addEventListener("click", async () => {
   const text = (await new Blob(log).text()).replace(ESCAPES, "").replace(/\r+\n/g, "\n").replace(/\r/g, "");
