@@ -42,6 +42,8 @@ class RfbClientFilter:
         self._security_type_seen = False
         self.dropped_bytes = 0  # clipboard text kept from the VM (for the audit: size only)
         self.dropped_messages = 0
+        self.passed_bytes = 0  # clipboard text let through to the VM (size only)
+        self.passed_messages = 0
 
     def feed(self, data: bytes) -> bytes:
         self._buffer += data
@@ -60,6 +62,9 @@ class RfbClientFilter:
                     self.dropped_messages += 1
                     self.dropped_bytes += length - 8
             else:
+                if message[0] == CLIENT_CUT_TEXT:
+                    self.passed_messages += 1
+                    self.passed_bytes += length - 8
                 out += message
 
     def _handshake_step(self, message: bytes) -> None:

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
-from console.globalconfig import IDLE_TIMEOUT, config_int
+from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, config_int, config_value
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
 from console.hypervisor.ssh import ssh_target
 from console.models import ConsolePreference, ConsoleSession, ConsoleTicket, VirtualMachine
@@ -139,6 +139,7 @@ def _ticket_payload(vm, issued) -> dict:
         "wsPath": reverse("console-ws", args=[vm.id]),
         "proxyUrl": settings.CONSOLE_PROXY_URL if issued.ticket.kind == ConsoleTicket.Kind.WEBSOCKIFY else "",
         "viewOnly": issued.ticket.view_only,
+        "clipboard": config_value(CLIPBOARD),
         # The page warns a minute before the portal ends an idle console (0: no idle limit).
         "idleTimeoutSeconds": config_int(IDLE_TIMEOUT) * 60 if issued.ticket.kind in IDLE_KINDS else 0,
     }

@@ -46,3 +46,10 @@ def test_a_view_only_client_keeps_only_what_does_not_touch_the_vm():
 def test_an_unknown_message_is_refused_not_guessed_at():
     with pytest.raises(RfbProtocolError):
         RfbClientFilter().feed(HANDSHAKE + bytes([99, 0, 0, 0]))
+
+
+def test_clipboard_let_through_is_counted_for_the_audit():
+    f = RfbClientFilter(frozenset())
+    stream = HANDSHAKE + KEY + cut(b"hello") + cut(b"world!")
+    assert f.feed(stream) == stream
+    assert (f.passed_messages, f.passed_bytes, f.dropped_messages) == (2, 11, 0)

@@ -3,6 +3,29 @@ import RFB from "../novnc/core/rfb.js";
 import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
 
 const screen = document.getElementById("vnc-screen");
+const clipboardButton = document.getElementById("clipboard");
+const clipboardPanel = document.getElementById("clipboard-panel");
+const clipboardText = document.getElementById("clipboard-text");
+const clipboardSend = document.getElementById("clipboard-send");
+
+/** What console.clipboard allows, as the page shows it (the VM and the proxy enforce it). */
+function clipboardPolicy(policy = "both") {
+  const toVm = policy === "both" || policy === "to-vm";
+  const fromVm = policy === "both" || policy === "from-vm";
+  clipboardSend.disabled = !toVm;
+  const words = { both: "both ways", "to-vm": "to the VM only", "from-vm": "from the VM only", off: "off" };
+  document.getElementById("clipboard-policy").textContent = `(${words[policy] || policy}, set by the administrator)`;
+  clipboardText.placeholder = [fromVm && "Text copied in the VM appears here", toVm && "text here is sent to the VM"]
+    .filter(Boolean).join("; ") || "The clipboard is off for consoles";
+}
+clipboardButton.addEventListener("click", () => {
+  const open = clipboardPanel.hidden;
+  clipboardPanel.hidden = !open;
+  clipboardButton.setAttribute("aria-expanded", String(open));
+});
+clipboardSend.addEventListener("click", () => {
+  if (rfb && clipboardText.value) rfb.clipboardPasteFrom(clipboardText.value);
+});
 const ACTIVITY_EVERY = 15000; // ms: how often, at most, the page tells the portal the user is active
 
 /** Tell the portal's proxy (not websockify, which would relay it to the VM) that the user
@@ -29,6 +52,11 @@ const client = {
     const current = new RFB(screen, socket, { credentials: { password: ticket.password } });
     current.scaleViewport = scaled;
     current.viewOnly = Boolean(ticket.viewOnly); // the proxy drops a watcher's input anyway
+    clipboardPolicy(ticket.clipboard);
+    current.addEventListener("clipboard", (event) => {
+      // The VM's clipboard (its agent copied something): shown, for the user to copy.
+      if (current === rfb) clipboardText.value = event.detail.text;
+    });
     current.focusOnClick = true;
     current.addEventListener("connect", () => {
       connected();
