@@ -11,7 +11,7 @@ from typing import Literal
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
 from django.urls import reverse
 from ninja import Field, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -26,11 +26,10 @@ from console.globalconfig import DEFINITIONS, UnknownSetting, config_set, config
 from console.hosts import host_checks
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import ConsoleSession, ConsoleTicket, GlobalConfigChange, Host, VirtualMachine
-from console.sessions import console_download_record, console_session_end_request
+from console.sessions import console_session_end_request
 from console.tickets import RateLimited, console_ticket_issue
-from console.views import VV_MAX_CONNECTIONS, vv_unreachable
+from console.views import VV_MAX_CONNECTIONS, vv_response, vv_unreachable
 from console.vms import VmStatus, vm_poweroff, vm_reboot, vm_shutdown, vm_start, vm_status, vm_statuses
-from console.vv import VvFile, vv_render
 
 
 class TokenAuth(HttpBearer):
@@ -289,26 +288,7 @@ def vm_console_vv(request, vm_id: int, fullscreen: bool = False):
         seconds=settings.VV_PASSWORD_SECONDS,
         max_connections=VV_MAX_CONNECTIONS,
     )
-    through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
-    text = vv_render(
-        VvFile(
-            type=issued.protocol,
-            host=issued.token if through_proxy else vm.host.console_client_address,
-            port=issued.ticket.port,
-            password=issued.password,
-            title=vm.name,
-            tls_port=issued.ticket.tls_port,
-            ca=vm.host.spice_ca_cert,
-            host_subject=vm.host.spice_host_subject,
-            proxy=settings.SPICE_PROXY_URL if through_proxy else "",
-            fullscreen=fullscreen,
-        )
-    )
-    console_download_record(ticket=issued.ticket, client_address=request.META.get("REMOTE_ADDR"))
-    response = HttpResponse(text, content_type="application/x-virt-viewer")
-    response["Content-Disposition"] = f'attachment; filename="{vm.name}.vv"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return vv_response(request, vm, issued, fullscreen=fullscreen)
 
 
 # -- console sessions ------------------------------------------------------------------------------

@@ -422,6 +422,11 @@ def vm_console_vv(request, vm_id: int):
         response = render(request, "console/rate_limited.html", {"vm": vm, "message": str(exc)}, status=429)
         response["Retry-After"] = str(exc.retry_after)
         return response
+    return vv_response(request, vm, issued, fullscreen=preference.vv_fullscreen)
+
+
+def vv_response(request, vm, issued, *, fullscreen: bool) -> HttpResponse:
+    """The .vv file for an issued ticket (pages and API alike), recorded as a download."""
     through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
     text = vv_render(
         VvFile(
@@ -435,7 +440,7 @@ def vm_console_vv(request, vm_id: int):
             ca=vm.host.spice_ca_cert,
             host_subject=vm.host.spice_host_subject,
             proxy=settings.SPICE_PROXY_URL if through_proxy else "",
-            fullscreen=preference.vv_fullscreen,
+            fullscreen=fullscreen,
         )
     )
     console_download_record(ticket=issued.ticket, client_address=request.META.get("REMOTE_ADDR"))
