@@ -108,9 +108,7 @@ class World:
                 origin=path.origin,
                 auth_hash=self.auth_hash,
                 domain_id=target["domain_id"],
-                # The backend echoes bytes; it speaks no RFB, which the proxy parses on a page's
-                # VNC console (clipboard audit and policy): labelled SPICE, it relays them untouched.
-                protocol="spice",
+                protocol="vnc",
                 address="127.0.0.1",
                 port=target["port"],
                 expires_at=expires,

@@ -167,10 +167,6 @@ class ConsoleProxyConsumer:
             self.clipboard_filter = RfbClientFilter(VIEW_ONLY_DROPS)  # watch only: no keys, mouse, clipboard
         elif ticket.protocol == "vnc" and policy not in ("both", "to-vm"):
             self.clipboard_filter = RfbClientFilter()  # console.clipboard keeps the client's out
-        elif ticket.protocol == "vnc" and ticket.kind == ConsoleTicket.Kind.BROWSER:
-            # The portal's own page (noVNC, whose messages the filter knows): drop nothing, but
-            # count the clipboard transfers for the audit.
-            self.clipboard_filter = RfbClientFilter(frozenset())
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         return True
 
@@ -223,13 +219,6 @@ class ConsoleProxyConsumer:
             return b""
 
     async def disconnect(self) -> None:
-        if self.clipboard_filter is not None and self.clipboard_filter.passed_messages:
-            logger.info(  # audited by size, never content
-                "console session %s: %d clipboard message(s) to the VM, %d bytes on the wire",
-                self.session_id,
-                self.clipboard_filter.passed_messages,
-                self.clipboard_filter.passed_bytes,
-            )
         if self.clipboard_filter is not None and self.clipboard_filter.dropped_messages:
             logger.info(
                 "console session %s: kept %d clipboard transfer(s), %d bytes, from the VM",
