@@ -27,6 +27,7 @@ DEPLOY_ENV := DEBUG=0 BEHIND_TLS_PROXY=1 ALLOWED_HOSTS=portal.example.com \
 
 test: setup-test
 	@.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .
+	@.venv/bin/mypy --no-error-summary
 	@$(DEPLOY_ENV) $(PY) manage.py check --deploy --fail-level WARNING
 	@node_modules/.bin/eslint --max-warnings 0 static/console
 	@.venv/bin/pytest $(ARGS)

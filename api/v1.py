@@ -21,6 +21,7 @@ from ninja.security import HttpBearer, django_auth
 
 from console.access import vm_get_for_user
 from console.apitokens import api_token_user
+from console.auth import AuthenticatedRequest
 from console.errors import PortalError
 from console.globalconfig import DEFINITIONS, UnknownSetting, config_set, config_value, definition_get
 from console.hosts import host_checks
@@ -68,7 +69,14 @@ class ErrorOut(Schema):
     error: ErrorDetail
 
 
-def _error(request, status: int, code: str, message: str, field: str | None = None, headers=None):
+def _error(
+    request: AuthenticatedRequest,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers=None,
+):
     response = api.create_response(
         request, {"error": {"code": code, "message": message, "field": field}}, status=status
     )
@@ -78,31 +86,31 @@ def _error(request, status: int, code: str, message: str, field: str | None = No
 
 
 @api.exception_handler(PortalError)
-def _portal_error(request, exc: PortalError):
+def _portal_error(request: AuthenticatedRequest, exc: PortalError):
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     return _error(request, exc.status, exc.code, exc.message, headers=headers)
 
 
 @api.exception_handler(HypervisorUnavailable)
-def _host_down(request, exc: HypervisorUnavailable):
+def _host_down(request: AuthenticatedRequest, exc: HypervisorUnavailable):
     detail = f": {exc.message}" if request.user.is_staff else ""
     return _error(request, 503, "host_unavailable", f"host {exc.host} does not answer{detail}")
 
 
 @api.exception_handler(HypervisorError)
-def _hypervisor_error(request, exc: HypervisorError):
+def _hypervisor_error(request: AuthenticatedRequest, exc: HypervisorError):
     # libvirt's words can quote paths and configuration on the host: staff only.
     detail = str(exc) if request.user.is_staff else "an administrator can see why in the log"
     return _error(request, 502, "hypervisor_error", f"the hypervisor refused: {detail}")
 
 
 @api.exception_handler(Http404)
-def _not_found(request, exc):
+def _not_found(request: AuthenticatedRequest, exc):
     return _error(request, 404, "not_found", str(exc) or "Not found.")
 
 
 @api.exception_handler(AuthenticationError)
-def _unauthorized(request, exc):
+def _unauthorized(request: AuthenticatedRequest, exc):
     response = _error(
         request, 401, "unauthorized", "Authenticate with a valid, unexpired API token (Bearer) or log in."
     )
@@ -111,19 +119,19 @@ def _unauthorized(request, exc):
 
 
 @api.exception_handler(NinjaValidationError)
-def _invalid(request, exc: NinjaValidationError):
+def _invalid(request: AuthenticatedRequest, exc: NinjaValidationError):
     first = exc.errors[0] if exc.errors else {}
     field = ".".join(str(part) for part in first.get("loc", [])[1:]) or None
     return _error(request, 422, "invalid", first.get("msg", "Invalid input."), field=field)
 
 
 @api.exception_handler(HttpError)
-def _http_error(request, exc: HttpError):
+def _http_error(request: AuthenticatedRequest, exc: HttpError):
     codes = {403: "staff_only", 405: "method_not_allowed"}
     return _error(request, exc.status_code, codes.get(exc.status_code, "error"), str(exc))
 
 
-def _staff(request) -> None:
+def _staff(request: AuthenticatedRequest) -> None:
     if not request.user.is_staff:
         raise HttpError(403, "Only staff may use this endpoint.")
 
@@ -149,16 +157,16 @@ class VmOut(Schema):
 
 
 def _vm_out(vm: VirtualMachine, status: VmStatus | HypervisorError) -> dict:
-    known = isinstance(status, VmStatus)
+    known = status if isinstance(status, VmStatus) else None
     return {
         "id": vm.id,
         "name": vm.name,
         "host": vm.host.name,
         "owner": vm.owner.get_username(),
-        "state": status.state if known else "unknown",
+        "state": known.state if known else "unknown",
         "console_mode": vm.effective_console_mode(),
-        "running_mode": status.running_mode if known else None,
-        "restart_required": status.restart_required if known else False,
+        "running_mode": known.running_mode if known else None,
+        "restart_required": known.restart_required if known else False,
         "serial_console": vm.serial_console,
         "url": reverse("api-v1:vm-get", args=[vm.id]),
     }
@@ -175,7 +183,7 @@ vms = Router(tags=["VMs"])
 
 @vms.get("/", response=list[VmOut], url_name="vm-list")
 @paginate(LimitOffsetPagination)
-def vm_list(request, filters: Query[VmFilters]):
+def vm_list(request: AuthenticatedRequest, filters: Query[VmFilters]):
     """The VMs you may use (all of them for staff), with their live state."""
     ordering = filters.ordering.replace("host", "host__name")
     rows = (
@@ -185,21 +193,21 @@ def vm_list(request, filters: Query[VmFilters]):
     )
     if filters.host:
         rows = rows.filter(host__name=filters.host)
-    rows = list(rows)
-    statuses = vm_statuses(rows)
-    out = [_vm_out(vm, statuses[vm.id]) for vm in rows]
+    listed = list(rows)
+    statuses = vm_statuses(listed)
+    out = [_vm_out(vm, statuses[vm.id]) for vm in listed]
     return [row for row in out if not filters.state or row["state"] == filters.state]
 
 
 @vms.get("/{int:vm_id}/", response={200: VmOut, 404: ErrorOut, 503: ErrorOut}, url_name="vm-get")
-def vm_get(request, vm_id: int):
+def vm_get(request: AuthenticatedRequest, vm_id: int):
     """One VM with its live state; another user's VM is not found."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     return _vm_out(vm, vm_status(vm))
 
 
 def _action_view(action: str, run):
-    def view(request, vm_id: int):
+    def view(request: AuthenticatedRequest, vm_id: int):
         vm = vm_get_for_user(user=request.user, vm_id=vm_id)
         run(vm=vm, user=request.user)
         return _vm_out(vm, vm_status(vm))
@@ -237,7 +245,7 @@ class TicketOut(Schema):
     url_name="vm-console-ticket",
 )
 def vm_console_ticket(
-    request,
+    request: AuthenticatedRequest,
     vm_id: int,
     origin: str = Query(
         "",
@@ -275,7 +283,7 @@ def _is_origin(value: str) -> bool:
     url_name="vm-console-vv",
     openapi_extra={"responses": {200: {"content": {"application/x-virt-viewer": {}}}}},
 )
-def vm_console_vv(request, vm_id: int, fullscreen: bool = False):
+def vm_console_vv(request: AuthenticatedRequest, vm_id: int, fullscreen: bool = False):
     """A .vv file for virt-viewer (remote-viewer), with a short-lived password."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     problem = vv_unreachable(vm)
@@ -330,7 +338,9 @@ def _session_out(s: ConsoleSession) -> dict:
 @sessions.get("/", response=list[SessionOut], url_name="session-list")
 @paginate(LimitOffsetPagination)
 def session_list(
-    request, open: bool | None = None, ordering: Literal["started_at", "-started_at"] = "-started_at"
+    request: AuthenticatedRequest,
+    open: bool | None = None,
+    ordering: Literal["started_at", "-started_at"] = "-started_at",
 ):
     """Your console sessions (everyone's for staff), newest first; `open=true` for open ones."""
     rows = ConsoleSession.objects.select_related("user", "vm__host", "ended_by").order_by(ordering, "-id")
@@ -344,7 +354,7 @@ def session_list(
 @sessions.post(
     "/{int:session_id}/end/", response={200: SessionOut, 403: ErrorOut, 404: ErrorOut}, url_name="session-end"
 )
-def session_end(request, session_id: int):
+def session_end(request: AuthenticatedRequest, session_id: int):
     """End an open console session wherever it runs (staff): the user's page says an
     administrator ended it (close code 4020), and the record names who did."""
     _staff(request)
@@ -372,7 +382,7 @@ hosts = Router(tags=["Hosts (staff)"])
 
 @hosts.get("/", response={200: list[HostOut], 403: ErrorOut}, url_name="host-list")
 @paginate(LimitOffsetPagination)
-def host_list(request):
+def host_list(request: AuthenticatedRequest):
     """Every hypervisor host with its health, checked side by side (staff only)."""
     _staff(request)
     rows = list(Host.objects.order_by("name"))
@@ -432,7 +442,7 @@ def _setting_out(key: str) -> dict:
     }
 
 
-def _setting_key(request, key: str) -> str:
+def _setting_key(request: AuthenticatedRequest, key: str) -> str:
     _staff(request)
     try:
         definition_get(key)
@@ -443,21 +453,21 @@ def _setting_key(request, key: str) -> str:
 
 @config.get("/", response={200: list[SettingOut], 403: ErrorOut}, url_name="config-list")
 @paginate(LimitOffsetPagination)
-def config_list(request):
+def config_list(request: AuthenticatedRequest):
     """Every global setting with its value (the registry that admin and `manage.py globalconfig` use)."""
     _staff(request)
     return [_setting_out(key) for key in sorted(DEFINITIONS)]
 
 
 @config.get("/{key}/", response={200: SettingOut, 403: ErrorOut, 404: ErrorOut}, url_name="config-get")
-def config_get(request, key: str):
+def config_get(request: AuthenticatedRequest, key: str):
     return _setting_out(_setting_key(request, key))
 
 
 @config.put(
     "/{key}/", response={200: SettingOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}, url_name="config-set"
 )
-def config_put(request, key: str, body: SettingIn):
+def config_put(request: AuthenticatedRequest, key: str, body: SettingIn):
     """Set a value, validated as in admin, and recorded in the change history with who set it."""
     key = _setting_key(request, key)
     try:
@@ -473,7 +483,7 @@ def config_put(request, key: str, body: SettingIn):
     url_name="config-history",
 )
 @paginate(LimitOffsetPagination)
-def config_history(request, key: str):
+def config_history(request: AuthenticatedRequest, key: str):
     """Who changed the setting, when, from what to what; newest first."""
     key = _setting_key(request, key)
     category, name = key.split(".", 1)

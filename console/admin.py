@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.utils.html import format_html
 
+from console.auth import User
 from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
 from console.hosts import host_check, host_checks, host_health, host_key_advice
 from console.hypervisor import HypervisorError
@@ -23,6 +27,10 @@ from console.models import (
 from console.sessions import console_session_end_request
 from console.vms import vms_restart_required_count
 
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+    from django.http import HttpRequest
+
 
 class GlobalConfigValueForm(forms.ModelForm):
     class Meta:
@@ -36,11 +44,18 @@ class GlobalConfigValueForm(forms.ModelForm):
         return definition_get(self.instance.key).clean(value)
 
 
-def _actor(request) -> str:
+def _actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-def _tell_restart_needed(modeladmin, request) -> None:
+def _admin_user(request: HttpRequest) -> User:
+    """The account using the admin site (the site lets in logged-in staff only)."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied
+    return request.user
+
+
+def _tell_restart_needed(modeladmin: admin.ModelAdmin, request: HttpRequest) -> None:
     try:
         count = vms_restart_required_count()
     except HypervisorError as exc:
@@ -86,14 +101,14 @@ class GlobalConfigValueAdmin(admin.ModelAdmin):
     def description(self, obj):
         return definition_get(obj.key).description
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest):
         return False  # definitions live in code
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj=None):
         return False  # reset to the default instead
 
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
+    def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
         if obj is not None:
             definition = definition_get(obj.key)
             form.base_fields["value"].help_text = (
@@ -102,18 +117,18 @@ class GlobalConfigValueAdmin(admin.ModelAdmin):
             )
         return form
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj, form, change):
         old, new = config_set(
-            key=obj.key, value=form.cleaned_data["value"], actor=_actor(request), user=request.user
+            key=obj.key, value=form.cleaned_data["value"], actor=_actor(request), user=_admin_user(request)
         )
         if obj.key == CONSOLE_MODE and old != new:
             _tell_restart_needed(self, request)
 
     @admin.action(description="Reset the selected settings to their defaults", permissions=["change"])
-    def reset_to_default(self, request, queryset):
+    def reset_to_default(self, request: HttpRequest, queryset: QuerySet):
         changed_mode = False
         for row in queryset:
-            old, new = config_reset(key=row.key, actor=_actor(request), user=request.user)
+            old, new = config_reset(key=row.key, actor=_actor(request), user=_admin_user(request))
             changed_mode |= row.key == CONSOLE_MODE and old != new
         self.message_user(request, f"Reset {queryset.count()} setting(s) to the default.")
         if changed_mode:
@@ -121,13 +136,13 @@ class GlobalConfigValueAdmin(admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest):
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj=None):
         return False
 
 
@@ -150,10 +165,10 @@ class HostAdmin(admin.ModelAdmin):
         ("SPICE TLS", {"fields": ["spice_ca_cert", "spice_host_subject"], "classes": ["collapse"]}),
     ]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(vms=Count("virtualmachine"))
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest, extra_context=None):
         host_checks(list(Host.objects.all()))  # side by side, before the rows ask one by one
         return super().changelist_view(request, extra_context)
 
@@ -166,7 +181,7 @@ class HostAdmin(admin.ModelAdmin):
     def vm_count(self, obj):
         return obj.vms
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj, form, change):
         super().save_model(request, obj, form, change)
         health = host_check(obj)
         if health.ok:
@@ -186,7 +201,7 @@ class VirtualMachineAdmin(admin.ModelAdmin):
     actions = ["end_console_sessions"]
 
     @admin.action(description="End the selected VMs' open console sessions")
-    def end_console_sessions(self, request, queryset):
+    def end_console_sessions(self, request: HttpRequest, queryset: QuerySet):
         ended = _end_sessions(request, ConsoleSession.objects.filter(vm__in=queryset))
         self.message_user(request, f"Ending {ended} console session(s); their pages will say why.")
 
@@ -215,19 +230,19 @@ class ConsoleSessionAdmin(ReadOnlyAdmin):
     search_fields = ["vm__name", "user__username", "client_address"]
     actions = ["end_sessions"]
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj=None):
         return obj is None and request.user.is_staff  # for the action; the records stay read-only
 
     @admin.action(description="End the selected open sessions")
-    def end_sessions(self, request, queryset):
+    def end_sessions(self, request: HttpRequest, queryset: QuerySet):
         ended = _end_sessions(request, queryset)
         self.message_user(request, f"Ending {ended} console session(s); their pages will say why.")
 
 
-def _end_sessions(request, sessions) -> int:
+def _end_sessions(request: HttpRequest, sessions) -> int:
     """Ask every open one of `sessions` to end (each ends at its process's next check)."""
     open_ids = sessions.filter(ended_at__isnull=True).values_list("pk", flat=True)
-    return sum(console_session_end_request(session_id=pk, by=request.user) for pk in list(open_ids))
+    return sum(console_session_end_request(session_id=pk, by=_admin_user(request)) for pk in list(open_ids))
 
 
 @admin.register(ConsoleTicket)

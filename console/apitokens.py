@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from console.models import ApiToken
+
+if TYPE_CHECKING:
+    from console.auth import User
 
 TOKEN_PREFIX = "vcp_"  # noqa: S105 - not a secret: recognisable in a leaked file or a secret scanner
 LAST_USED_PRECISION = timedelta(seconds=60)  # one write a minute per token at most
@@ -18,7 +22,7 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(*, user, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+def api_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
     """A new token for `user`: the row, and the token itself (shown once, never stored)."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
@@ -31,7 +35,7 @@ def api_token_create(*, user, name: str, expires_at: datetime | None = None) -> 
     return token, raw
 
 
-def api_token_revoke(*, user, token_id: int) -> bool:
+def api_token_revoke(*, user: User, token_id: int) -> bool:
     """Revoke one of `user`'s tokens; False when they have no such live token."""
     return bool(
         ApiToken.objects.filter(user=user, pk=token_id, revoked_at__isnull=True).update(
@@ -40,7 +44,7 @@ def api_token_revoke(*, user, token_id: int) -> bool:
     )
 
 
-def api_token_user(raw: str):
+def api_token_user(raw: str) -> User | None:
     """The active user a live token belongs to, or None (unknown, revoked, expired)."""
     if not raw.startswith(TOKEN_PREFIX):
         return None

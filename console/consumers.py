@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from importlib import import_module
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -29,6 +30,7 @@ from django.conf import settings
 from django.contrib.auth import get_user
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
+from prometheus_client import Histogram
 
 from console.globalconfig import CLIPBOARD, config_value
 from console.guard import session_guard
@@ -40,6 +42,11 @@ from console.rfb import VIEW_ONLY_DROPS, RfbClientFilter, RfbProtocolError
 from console.sessions import console_session_end, console_session_start
 from console.tickets import Refusal, TicketRefused, console_ticket_admit, ticket_kind
 from console.tunnels import console_connect
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from console.auth import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +64,7 @@ def spice_inputs_channel(first: bytes) -> bool:
     return len(first) > 20 and first[:4] == SPICE_LINK_MAGIC and first[20] == SPICE_CHANNEL_INPUTS
 
 
-def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
+def user_from_session_cookie(headers: list[tuple[bytes, bytes]]) -> User | AnonymousUser:
     """The user logged in with the request's session cookie (AnonymousUser if none), as
     Django's own authentication middleware would find them."""
     cookies = parse_cookie(dict(headers).get(b"cookie", b"").decode("latin-1"))
@@ -68,7 +75,7 @@ def user_from_session_cookie(headers: list[tuple[bytes, bytes]]):
     return get_user(request)
 
 
-def websocket_admit(*, scope, kind: str = ConsoleTicket.Kind.BROWSER) -> ConsoleTicket:
+def websocket_admit(*, scope: Scope, kind: str = ConsoleTicket.Kind.BROWSER) -> ConsoleTicket:
     """Who is asking and whether their ticket admits them (blocking: the database, libvirt).
 
     A page's ticket needs the page's own origin and its login cookie. A ticket issued through
@@ -92,7 +99,7 @@ def websocket_admit(*, scope, kind: str = ConsoleTicket.Kind.BROWSER) -> Console
 class ConsoleProxyConsumer:
     """One console session: connect (admit), relay, disconnect (record)."""
 
-    def __init__(self, scope, receive, send) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         self.link: ConsoleLink | None = None
         self.session_id: int | None = None
@@ -105,8 +112,8 @@ class ConsoleProxyConsumer:
         self.subprotocol = "binary" if "binary" in offered else None
 
     @classmethod
-    def as_asgi(cls):
-        async def app(scope, receive, send):
+    def as_asgi(cls) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await cls(scope, receive, send).run()
 
         return app
@@ -115,8 +122,9 @@ class ConsoleProxyConsumer:
         if (await self.receive())["type"] != "websocket.connect":
             return
         try:
-            if await self.connect():
-                await self.relay()
+            opened = await self.connect()
+            if opened is not None:
+                await self.relay(*opened)
             else:
                 await self._until_disconnect()
         except asyncio.CancelledError:
@@ -130,7 +138,9 @@ class ConsoleProxyConsumer:
         finally:
             await self.disconnect()
 
-    async def connect(self) -> bool:
+    async def connect(self) -> tuple[ConsoleLink, int] | None:
+        """Admit the connection and open its console: the link and the session's id, or None
+        when refused (the client has been told why)."""
         try:
             ticket = await self._admit()
         except TicketRefused as refused:
@@ -142,21 +152,20 @@ class ConsoleProxyConsumer:
                 refused.refusal.message,
             )
             await self._refuse(refused.refusal.value, refused.refusal.message)
-            return False
+            return None
         try:
-            self.link = await console_connect(ticket.ssh, ticket.address, ticket.port)
+            self.link = link = await console_connect(ticket.ssh, ticket.address, ticket.port)
         except (OSError, asyncio.TimeoutError) as exc:
             logger.warning(
                 "console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, ticket.port, exc
             )
             await self._refuse(CLOSE_UNREACHABLE, "console unreachable")
-            return False
+            return None
         client = self.scope.get("client") or (None,)
         session = await database_sync_to_async(console_session_start)(
             ticket=ticket, via=ConsoleSession.Via.CHANNELS, client_address=client[0]
         )
         self.session_id = session.pk
-        link = self.link
         session_guard().watch(
             session.pk, ticket.pk, self._right_gone, lambda: (link.bytes_to_client, link.bytes_from_client)
         )
@@ -168,13 +177,12 @@ class ConsoleProxyConsumer:
         elif ticket.protocol == "vnc" and policy not in ("both", "to-vm"):
             self.clipboard_filter = RfbClientFilter()  # console.clipboard keeps the client's out
         await self.send({"type": "websocket.accept", "subprotocol": self.subprotocol})
-        return True
+        return link, session.pk
 
-    async def relay(self) -> None:
+    async def relay(self, link: ConsoleLink, session_id: int) -> None:
         """Client frames to the console here; console bytes to the client in a second task."""
-        pump = asyncio.create_task(self._pump())
-        link, receive = self.link, self.receive
-        guard, session_id = session_guard(), self.session_id
+        pump = asyncio.create_task(self._pump(link))
+        receive, guard = self.receive, session_guard()
         first, inputs, refused = True, False, False
         try:
             while True:
@@ -194,7 +202,7 @@ class ConsoleProxyConsumer:
                     elif inputs:
                         guard.input_seen(session_id)
                     if self.clipboard_filter is not None:
-                        data = self._without_clipboard(data)
+                        data = self._without_clipboard(self.clipboard_filter, link, data)
                     link.write(data)
                     await link.drain()
                 elif message.get("text") == ACTIVITY:
@@ -207,15 +215,15 @@ class ConsoleProxyConsumer:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
-    def _without_clipboard(self, data: bytes) -> bytes:
+    def _without_clipboard(self, clipboard_filter: RfbClientFilter, link: ConsoleLink, data: bytes) -> bytes:
         try:
-            return self.clipboard_filter.feed(data)
+            return clipboard_filter.feed(data)
         except RfbProtocolError as exc:
             # Not a message noVNC sends: end the console rather than let something unread through.
             logger.warning("ending a VNC console: %s not understood by the clipboard filter", exc)
             self.end_reason = "protocol not understood"
             self.clipboard_filter = None
-            asyncio.get_running_loop().create_task(self.link.close())
+            asyncio.get_running_loop().create_task(link.close())
             return b""
 
     async def disconnect(self) -> None:
@@ -227,19 +235,20 @@ class ConsoleProxyConsumer:
                 self.clipboard_filter.dropped_bytes,
             )
             CLIPBOARD_BLOCKED.inc(self.clipboard_filter.dropped_bytes)
-        if self.link is not None:
-            await self.link.close()
+        link = self.link
+        if link is not None:
+            await link.close()
         if self.session_id is not None:
             session_guard().forget(self.session_id)
             await database_sync_to_async(console_session_end)(
                 session_id=self.session_id,
-                bytes_to_client=self.link.bytes_to_client,
-                bytes_from_client=self.link.bytes_from_client,
+                bytes_to_client=link.bytes_to_client if link else 0,
+                bytes_from_client=link.bytes_from_client if link else 0,
                 reason=self.end_reason,
             )
             self.session_id = None
 
-    async def _admit(self):
+    async def _admit(self) -> ConsoleTicket:
         return await database_sync_to_async(websocket_admit)(scope=self.scope)
 
     async def _right_gone(self, refusal: Refusal) -> None:
@@ -257,10 +266,10 @@ class ConsoleProxyConsumer:
         while (await self.receive())["type"] != "websocket.disconnect":
             pass
 
-    async def _pump(self) -> None:
+    async def _pump(self, link: ConsoleLink) -> None:
         send = self.send
         opened = asyncio.get_running_loop().time()
-        first_byte = FIRST_BYTE.labels(self.protocol)
+        first_byte: Histogram | None = FIRST_BYTE.labels(self.protocol)
 
         async def to_client(data: bytes) -> None:
             nonlocal first_byte
@@ -269,7 +278,7 @@ class ConsoleProxyConsumer:
                 first_byte = None
             await send({"type": "websocket.send", "bytes": data})
 
-        self.end_reason = await self.link.pump_to(to_client)
+        self.end_reason = await link.pump_to(to_client)
         code = CLOSE_CONSOLE_ENDED
         if self.ended is not None:
             code, self.end_reason = self.ended.value, self.ended.message

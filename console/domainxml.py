@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
+from uuid import UUID
 
 UTC = timezone.utc
 
@@ -27,7 +28,7 @@ class DomainSpec(Protocol):
     """What the builder reads from a VM (a `VirtualMachine` is one)."""
 
     name: str
-    uuid: object
+    uuid: UUID
     description: str
     vcpus: int
     memory_mib: int
@@ -172,10 +173,11 @@ def domain_xml_build(
 def has_serial_console(live_xml: str) -> bool:
     """Whether a domain's XML has a console on a serial port, which libvirt's stream API opens."""
     root = ET.fromstring(live_xml)
-    return any(
-        console.find("target") is None or console.find("target").get("type", "serial") == "serial"
-        for console in root.iterfind("./devices/console")
-    )
+    for console in root.iterfind("./devices/console"):
+        target = console.find("target")
+        if target is None or target.get("type", "serial") == "serial":
+            return True
+    return False
 
 
 def _graphics_element(live_xml: str) -> ET.Element | None:
@@ -200,7 +202,7 @@ def graphics_endpoint(live_xml: str) -> GraphicsEndpoint | None:
         listen = listen_element.get("address")
     tls_port = int(graphics.get("tlsPort", "-1"))
     return GraphicsEndpoint(
-        type=graphics.get("type"),
+        type=graphics.get("type", ""),
         listen=listen or "127.0.0.1",
         port=port,
         tls_port=tls_port if tls_port > 0 else None,

@@ -8,9 +8,13 @@ database (`GlobalConfigValue`); a missing or empty value means the default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+
+if TYPE_CHECKING:
+    from console.auth import User
 
 CONSOLE_MODE = "kvm.consoleMode"
 
@@ -156,7 +160,7 @@ def config_value(key: str) -> str:
     return stored if stored not in (None, "") else definition.default
 
 
-def config_set(*, key: str, value: str | None, actor: str, user=None) -> tuple[str, str]:
+def config_set(*, key: str, value: str | None, actor: str, user: User | None = None) -> tuple[str, str]:
     """Validate and store a value (None resets to the default) and record the change.
 
     Returns (old, new) effective values.
@@ -184,7 +188,7 @@ def config_set(*, key: str, value: str | None, actor: str, user=None) -> tuple[s
     return old, new
 
 
-def config_reset(*, key: str, actor: str, user=None) -> tuple[str, str]:
+def config_reset(*, key: str, actor: str, user: User | None = None) -> tuple[str, str]:
     """Set a setting back to its default, recording the change."""
     return config_set(key=key, value=None, actor=actor, user=user)
 

@@ -69,6 +69,8 @@ def ssh_host_key_offered(host: Host) -> str | None:
         key = await asyncio.wait_for(
             asyncssh.get_server_host_key(target.hostname, target.port), CHECK_TIMEOUT
         )
+        if key is None:
+            raise OSError("the host offered no key")
         return key.export_public_key().decode().strip()
 
     try:

@@ -9,8 +9,9 @@ so it is right across workers, proxies and websockify's short-lived children ali
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
@@ -68,7 +69,7 @@ def reason_label(reason: str) -> str:
 class _NowCollector(Collector):
     """Sessions open and hosts up, as they are at scrape time."""
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         from django.db.models import Count
 
         from console.hosts import host_checks
@@ -96,11 +97,11 @@ class _NowCollector(Collector):
 
 def metrics_text() -> bytes:
     """Every metric of every process, in Prometheus' text format."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, settings.PROMETHEUS_MULTIPROC_DIR)
     else:
         registry = REGISTRY
     now = CollectorRegistry()

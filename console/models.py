@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,6 +14,12 @@ from django.db import models
 from django.urls import reverse
 
 from console.globalconfig import CONSOLE_MODE, config_value
+
+if TYPE_CHECKING:
+    from console.auth import User
+
+if TYPE_CHECKING:
+    from console.hypervisor.ssh import SshTarget
 
 
 class GlobalConfigValue(models.Model):
@@ -205,7 +212,7 @@ def validate_kernel_cmdline(value: str) -> None:
 
 
 class VirtualMachineQuerySet(models.QuerySet):
-    def visible_to(self, user) -> VirtualMachineQuerySet:
+    def visible_to(self, user: User) -> VirtualMachineQuerySet:
         """The VMs a user may see and operate: their own, or all of them for staff."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
@@ -287,7 +294,7 @@ class VirtualMachine(models.Model):
         if (self.initrd or self.kernel_cmdline) and not self.kernel:
             raise ValidationError({"kernel": "An initramfs or a command line needs a kernel to boot."})
 
-    def usable_by(self, user) -> bool:
+    def usable_by(self, user: User) -> bool:
         """The row-level form of `VirtualMachineQuerySet.visible_to`: owner or staff, active."""
         if not user.is_authenticated or not user.is_active:
             return False
@@ -334,6 +341,9 @@ class ConsoleTicket(models.Model):
         VV = "vv", "virt-viewer file (the SPICE proxy)"
         SERIAL = "serial", "serial console (the portal's WebSocket, libvirt's console stream)"
         API = "api", "console through the API: the portal's WebSocket, admitted by the ticket alone"
+
+    # Not stored: set at admission to how a proxy reaches the console (None: directly).
+    ssh: SshTarget | None = None
 
     token_hash = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)

@@ -7,10 +7,15 @@ not enough: another port or scheme on the same host is another site.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+    from starlette.types import Scope
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -43,7 +48,7 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
-def websocket_own_origin(scope: dict) -> str | None:
+def websocket_own_origin(scope: Scope) -> str | None:
     """The origin of this portal as the browser reached it for this WebSocket, if its Host is ours."""
     headers = scope.get("headers", [])
     host = _header(headers, b"host")
@@ -55,7 +60,7 @@ def websocket_own_origin(scope: dict) -> str | None:
     return origin_normalize(f"{'https' if secure else 'http'}://{host}")
 
 
-def websocket_origin_allowed(scope: dict) -> str | None:
+def websocket_origin_allowed(scope: Scope) -> str | None:
     """The request's Origin, normalized, when it is this portal's own (else None)."""
     origin = origin_normalize(_header(scope.get("headers", []), b"origin"))
     if origin is None:
@@ -66,7 +71,7 @@ def websocket_origin_allowed(scope: dict) -> str | None:
     return None
 
 
-def request_origin(request) -> str:
+def request_origin(request: HttpRequest) -> str:
     """The origin of the page that sent an HTTP request (CSRF has checked it on POST)."""
     return (
         origin_normalize(request.headers.get("Origin"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
+from typing import Protocol, cast
 
 CONNECT_TIMEOUT = 5.0
 MIN_READ_SIZE = 16 * 1024
@@ -21,11 +23,22 @@ READ_SIZE = 128 * 1024  # measured best of 64, 128, 256 and 512 KiB on both serv
 WRITE_HIGH_WATER = 1 << 20
 
 
+class LinkTransport(Protocol):
+    """What a link uses of its transport: asyncio's TCP transport, or an SSH channel."""
+
+    def write(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+
+
 class ConsoleLink(asyncio.BufferedProtocol):
     """A TCP connection to a VM console, counting bytes each way."""
 
+    transport: LinkTransport  # set by connection_made, before anything else runs
+
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
         self.bytes_to_client = 0
         self.bytes_from_client = 0
         self._buffer = memoryview(bytearray(MIN_READ_SIZE))
@@ -47,7 +60,8 @@ class ConsoleLink(asyncio.BufferedProtocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # a TCP connection's
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
@@ -136,7 +150,7 @@ class ConsoleLink(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, []
-        if len(outbox) > 1 and self.transport is not None and not self.transport.is_closing():
+        if len(outbox) > 1 and not self.transport.is_closing():
             self.transport.write(b"".join(outbox))
 
     async def drain(self) -> None:
@@ -145,7 +159,7 @@ class ConsoleLink(asyncio.BufferedProtocol):
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
 
-    async def pump_to(self, send) -> str:
+    async def pump_to(self, send: Callable[[bytes], Awaitable[None]]) -> str:
         """Relay everything the console sends to `send` until it closes; returns why it ended."""
         try:
             while data := await self.read():

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
@@ -37,9 +38,12 @@ from console.hypervisor import (
     hypervisor_for,
 )
 from console.metrics import REFUSALS
-from console.models import ConsoleSession, ConsoleTicket
+from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
 from console.sessions import console_session_end, console_session_start, serial_console_holder
 from console.tickets import Refusal, TicketRefused
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +61,21 @@ def _reason(text: str) -> str:
 class SerialConsoleConsumer:
     """One serial console session: connect (admit, open the stream), relay, disconnect (record)."""
 
-    def __init__(self, scope, receive, send) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         self.loop = asyncio.get_running_loop()
         self.output: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.queued = 0
         self.paused = False
         self.stream: SerialStream | None = None
-        self.ticket: ConsoleTicket | None = None
         self.session: ConsoleSession | None = None
         self.bytes_to_client = self.bytes_from_client = 0
         self.end_reason = "client closed"
         self.ended: Refusal | None = None
 
     @classmethod
-    def as_asgi(cls):
-        async def app(scope, receive, send):
+    def as_asgi(cls) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await cls(scope, receive, send).run()
 
         return app
@@ -81,8 +84,9 @@ class SerialConsoleConsumer:
         if (await self.receive())["type"] != "websocket.connect":
             return
         try:
-            if await self.connect():
-                await self.relay()
+            opened = await self.connect()
+            if opened is not None:
+                await self.relay(*opened)
             else:
                 while (await self.receive())["type"] != "websocket.disconnect":
                     pass
@@ -95,29 +99,30 @@ class SerialConsoleConsumer:
         finally:
             await self.disconnect()
 
-    async def connect(self) -> bool:
+    async def connect(self) -> tuple[ConsoleTicket, ConsoleSession, SerialStream] | None:
+        """Admit the connection and open the serial console, or refuse it (saying why: None)."""
         try:
-            self.ticket = ticket = await database_sync_to_async(websocket_admit)(
+            ticket = await database_sync_to_async(websocket_admit)(
                 scope=self.scope, kind=ConsoleTicket.Kind.SERIAL
             )
         except TicketRefused as refused:
             REFUSALS.labels(refused.refusal.name.lower()).inc()
             await self._refuse(refused.refusal.value, refused.refusal.message)
-            return False
+            return None
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         takeover = query.get("takeover", [""])[0] == "1" and ticket.user.is_staff
         client = self.scope.get("client") or (None,)
         # Recorded before the console is opened, so a holder whose console this takes over
         # finds who took it.
-        self.session = await database_sync_to_async(console_session_start)(
+        self.session = session = await database_sync_to_async(console_session_start)(
             ticket=ticket, via=ConsoleSession.Via.CHANNELS, client_address=client[0]
         )
         try:
             try:
-                self.stream = await self._open(force=takeover)
+                self.stream = stream = await self._open(ticket, force=takeover)
             except ConsoleBusy:
                 holder = await database_sync_to_async(serial_console_holder)(
-                    vm_id=ticket.vm_id, besides=self.session.pk
+                    vm_id=ticket.vm_id, besides=session.pk
                 )
                 if holder is None or holder.user_id != ticket.user_id:
                     who = _name(holder) if holder else "someone outside the portal (virsh console?)"
@@ -125,48 +130,48 @@ class SerialConsoleConsumer:
                     await self._refuse(
                         Refusal.SERIAL_BUSY.value, _reason(f"{who} has the serial console open")
                     )
-                    return False
+                    return None
                 # Their own console, in another window or a page being reloaded: move it here.
-                self.stream = await self._open(force=True)
+                self.stream = stream = await self._open(ticket, force=True)
         except (DomainNotRunning, DomainNotFound):
             self.end_reason = Refusal.VM_RESTARTED.message
             await self._refuse(Refusal.VM_RESTARTED.value, Refusal.VM_RESTARTED.message)
-            return False
+            return None
         except HypervisorUnavailable:
             self.end_reason = Refusal.HOST_DOWN.message
             await self._refuse(Refusal.HOST_DOWN.value, Refusal.HOST_DOWN.message)
-            return False
+            return None
         except HypervisorError as exc:
             logger.warning("serial console of %s: %s", ticket.vm, exc)
             self.end_reason = "console unavailable"
             await self._refuse(4010, _reason(str(exc)))
-            return False
+            return None
         if takeover:
             logger.info("%s took over the serial console of %s", ticket.user, ticket.vm)
         session_guard().watch(
-            self.session.pk,
+            session.pk,
             ticket.pk,
             self._right_gone,
             lambda: (self.bytes_to_client, self.bytes_from_client),
         )
         await self.send({"type": "websocket.accept"})
-        return True
+        return ticket, session, stream
 
-    async def _open(self, *, force: bool) -> SerialStream:
-        open_serial = sync_to_async(hypervisor_for(self.ticket.vm.host).open_serial, thread_sensitive=False)
-        return await open_serial(self.ticket.vm.name, on_output=self._output, force=force)
+    async def _open(self, ticket: ConsoleTicket, *, force: bool) -> SerialStream:
+        open_serial = sync_to_async(hypervisor_for(ticket.vm.host).open_serial, thread_sensitive=False)
+        return await open_serial(ticket.vm.name, on_output=self._output, force=force)
 
-    async def relay(self) -> None:
+    async def relay(self, ticket: ConsoleTicket, session: ConsoleSession, stream: SerialStream) -> None:
         """Keystrokes to the guest here; the guest's output to the client in a second task."""
-        pump = asyncio.create_task(self._pump())
-        write = sync_to_async(self.stream.write, thread_sensitive=False)
+        pump = asyncio.create_task(self._pump(ticket, session))
+        write = sync_to_async(stream.write, thread_sensitive=False)
         try:
             while True:
                 message = await self.receive()
                 data = message.get("bytes") or (message.get("text") or "").encode()
                 if data:
                     self.bytes_from_client += len(data)
-                    session_guard().input_seen(self.session.pk)
+                    session_guard().input_seen(session.pk)
                     await write(data)
                 elif message["type"] == "websocket.disconnect":
                     if message.get("code") == CLOSE_SERVICE_RESTART:
@@ -204,41 +209,42 @@ class SerialConsoleConsumer:
 
     def _pause(self, paused: bool) -> None:
         self.paused = paused
-        self.loop.run_in_executor(None, self.stream.pause, paused)
+        if self.stream is not None:
+            self.loop.run_in_executor(None, self.stream.pause, paused)
 
-    async def _pump(self) -> None:
+    async def _pump(self, ticket: ConsoleTicket, session: ConsoleSession) -> None:
         while (data := await self.output.get()) is not None:
             self.queued -= len(data)
             if self.paused and self.queued < OUTPUT_LOW_WATER:
                 self._pause(False)
             self.bytes_to_client += len(data)
             await self.send({"type": "websocket.send", "bytes": data})
-        code, reason = await self._why_ended()
+        code, reason = await self._why_ended(ticket, session)
         self.end_reason = reason
         await self._close(code, reason)
 
-    async def _why_ended(self) -> tuple[int, str]:
+    async def _why_ended(self, ticket: ConsoleTicket, session: ConsoleSession) -> tuple[int, str]:
         if self.ended is not None:
             return self.ended.value, self.ended.message
         taker = await database_sync_to_async(serial_console_holder)(
-            vm_id=self.ticket.vm_id, besides=self.session.pk, since=self.session.started_at
+            vm_id=ticket.vm_id, besides=session.pk, since=session.started_at
         )
-        if taker is not None and taker.user_id == self.ticket.user_id:
+        if taker is not None and taker.user_id == ticket.user_id:
             return Refusal.TAKEN_OVER.value, "you opened the serial console in another window"
         if taker is not None:
             return Refusal.TAKEN_OVER.value, f"{_name(taker)} took over the serial console"
-        state = await self._state_settled()
+        state = await self._state_settled(ticket.vm)
         if state not in ACTIVE_STATES:
             return CLOSE_CONSOLE_ENDED, f"the VM stopped ({state})"
         return CLOSE_CONSOLE_ENDED, "the VM closed its serial console"
 
-    async def _state_settled(self, wait: float = 3.0) -> str:
+    async def _state_settled(self, vm: VirtualMachine, wait: float = 3.0) -> str:
         """The VM's state once it settles: QEMU closes the console a moment before it exits."""
-        hypervisor = hypervisor_for(self.ticket.vm.host)
+        hypervisor = hypervisor_for(vm.host)
         deadline = self.loop.time() + wait
         while True:
             try:
-                state = await sync_to_async(hypervisor.state, thread_sensitive=False)(self.ticket.vm.name)
+                state = await sync_to_async(hypervisor.state, thread_sensitive=False)(vm.name)
             except HypervisorError:
                 return "unknown"
             if state not in ACTIVE_STATES or self.loop.time() > deadline:

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import F
@@ -14,13 +15,21 @@ from django.utils import timezone
 from console.metrics import BYTES, SESSIONS_ENDED, SESSIONS_STARTED, reason_label
 from console.models import ConsoleProtocol, ConsoleSession, ConsoleShare, ConsoleTicket
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from django.db.models import QuerySet
+
+    from console.auth import User
+    from console.models import VirtualMachine
+
 
 def _worker() -> str:
     # websockify forks a process per connection: the name is read when a session starts.
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def open_sessions(rows):
+def open_sessions(rows: QuerySet[ConsoleSession]) -> QuerySet[ConsoleSession]:
     """The sessions among `rows` open now: not ended, and their process alive (a recent heartbeat)."""
     fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
     return rows.filter(ended_at__isnull=True, seen_at__gte=fresh)
@@ -66,7 +75,7 @@ def console_sessions_end_requested(session_ids: Iterable[int]) -> set[int]:
     )
 
 
-def console_session_end_request(*, session_id: int, by) -> bool:
+def console_session_end_request(*, session_id: int, by: User) -> bool:
     """An administrator ends an open session, wherever it runs: its relaying process ends it at
     its next check (every CONSOLE_RECHECK_SECONDS). False if it is not open."""
     return bool(
@@ -114,7 +123,9 @@ def console_download_record(*, ticket: ConsoleTicket, client_address: str | None
     )
 
 
-def serial_console_holder(*, vm_id: int, besides: int, since=None) -> ConsoleSession | None:
+def serial_console_holder(
+    *, vm_id: int, besides: int, since: datetime | None = None
+) -> ConsoleSession | None:
     """The open portal session holding the VM's serial console, if any besides session
     `besides`; with `since`, only one opened after that time. Its user is selected."""
     fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
@@ -126,7 +137,7 @@ def serial_console_holder(*, vm_id: int, besides: int, since=None) -> ConsoleSes
     return rows.select_related("user").order_by("-started_at").first()
 
 
-def console_share_create(*, vm, username: str, by) -> ConsoleShare:
+def console_share_create(*, vm: VirtualMachine, username: str, by: User) -> ConsoleShare:
     """Share `vm`'s console with the user named `username`, to watch read-only; ValueError says
     why not (no such user, the owner themself, already shared)."""
     from django.contrib.auth import get_user_model
@@ -141,7 +152,7 @@ def console_share_create(*, vm, username: str, by) -> ConsoleShare:
     return ConsoleShare.objects.create(vm=vm, viewer=viewer, shared_by=by)
 
 
-def console_share_end(*, vm, share_id: int) -> bool:
+def console_share_end(*, vm: VirtualMachine, share_id: int) -> bool:
     """Stop a share; the viewer's open consoles end at their next check (the guard)."""
     return bool(
         ConsoleShare.objects.filter(vm=vm, pk=share_id, ended_at__isnull=True).update(ended_at=timezone.now())

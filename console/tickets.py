@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
@@ -49,6 +50,9 @@ from console.hypervisor import (
 from console.hypervisor.ssh import ssh_target
 from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket, VirtualMachine
 from console.sessions import console_sessions_sweep
+
+if TYPE_CHECKING:
+    from console.auth import User
 
 # Expired tickets are kept this long (sessions refer to them), then deleted.
 TICKET_RETENTION = timedelta(days=1)
@@ -151,7 +155,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def auth_hash(user) -> str:
+def auth_hash(user: User) -> str:
     """A digest of the user's session hash, which changes with their password."""
     return hashlib.sha256(user.get_session_auth_hash().encode()).hexdigest()
 
@@ -172,7 +176,7 @@ def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
     return endpoint, live_xml
 
 
-def _rate_check(user, vm: VirtualMachine, now: datetime) -> None:
+def _rate_check(user: User, vm: VirtualMachine, now: datetime) -> None:
     """Each ticket rotates the VM's graphics password: refuse floods, per user and VM and per user."""
     since = now - RATE_WINDOW
     recent = ConsoleTicket.objects.filter(user=user, created_at__gte=since)
@@ -194,7 +198,7 @@ def _rate_check(user, vm: VirtualMachine, now: datetime) -> None:
 
 def console_ticket_issue(
     *,
-    user,
+    user: User,
     vm: VirtualMachine,
     kind: str = ConsoleTicket.Kind.BROWSER,
     origin: str = "",
@@ -250,7 +254,7 @@ def console_ticket_issue(
     return IssuedTicket(token, password, endpoint.type, expires_at, ticket)
 
 
-def serial_ticket_issue(*, user, vm: VirtualMachine, origin: str, session_key: str) -> IssuedTicket:
+def serial_ticket_issue(*, user: User, vm: VirtualMachine, origin: str, session_key: str) -> IssuedTicket:
     """Issue a ticket for `user` to `vm`'s serial console (opened by the portal itself through
     libvirt's console stream API, so no port and no password)."""
     if not vm_may_use(user, vm):
@@ -390,7 +394,7 @@ def console_ticket_admit(
     token: str,
     kind: str,
     origin: str | None = None,
-    user=None,
+    user: User | None = None,
     vm_id: int | None = None,
     port: int | None = None,
 ) -> ConsoleTicket:

@@ -23,21 +23,21 @@ SSH_KEEPALIVE_SECONDS = 15
 COALESCE_FROM = 16 * 1024
 
 
-class TunnelLink(ConsoleLink):
+class TunnelLink(ConsoleLink, asyncssh.SSHTCPSession[bytes]):
     """A console connection through an SSH channel: asyncssh's session interface on ConsoleLink."""
 
     def __init__(self) -> None:
         super().__init__()
         self._pending = bytearray()
 
-    def connection_made(self, chan) -> None:  # asyncssh hands the channel
+    def connection_made(self, chan: asyncssh.SSHTCPChannel) -> None:  # type: ignore[override]
         self.transport = chan
         chan.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def session_started(self) -> None:
         pass
 
-    def data_received(self, data: bytes, datatype=None) -> None:
+    def data_received(self, data: bytes, datatype: int | None = None) -> None:
         self._pending += data
         if len(self._pending) >= READ_SIZE and not self._paused:
             self._paused = True
@@ -70,6 +70,7 @@ class SshTunnels:
     def __init__(self) -> None:
         self._connections: dict[SshTarget, asyncssh.SSHClientConnection] = {}
         self._opening: dict[SshTarget, asyncio.Lock] = {}
+        self._ptys: dict[SshTarget, asyncssh.SSHClientProcess] = {}
 
     async def _connection(self, target: SshTarget) -> asyncssh.SSHClientConnection:
         lock = self._opening.setdefault(target, asyncio.Lock())
@@ -97,19 +98,18 @@ class SshTunnels:
                 ),
                 CONNECT_TIMEOUT,
             )
-            await self._interactive(conn)
+            await self._interactive(target, conn)
             self._connections[target] = conn
             logger.info("SSH connection to %s@%s:%s for consoles", target.user, target.hostname, target.port)
             return conn
 
-    @staticmethod
-    async def _interactive(conn: asyncssh.SSHClientConnection) -> None:
+    async def _interactive(self, target: SshTarget, conn: asyncssh.SSHClientConnection) -> None:
         """Make sshd send without delay. OpenSSH turns Nagle's algorithm off only for
         connections with an interactive session; on a forwarding-only connection each console's
         first bytes waited for a delayed ACK: 43.7 ms to the VNC greeting here, against 0.3-1.4 ms
         once one PTY session (an idle `cat`) is open on the connection."""
         try:
-            conn.portal_pty = await asyncio.wait_for(
+            self._ptys[target] = await asyncio.wait_for(
                 conn.create_process("cat", term_type="dumb"), CONNECT_TIMEOUT
             )
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
@@ -131,6 +131,7 @@ class SshTunnels:
                 )
         except (asyncssh.Error, asyncssh.ChannelOpenError) as exc:
             raise OSError(f"SSH to {target.hostname}: {exc}") from None
+        assert isinstance(link, TunnelLink)  # noqa: S101 - asyncssh returns what the factory made
         return link
 
 

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import secrets
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib import messages
@@ -48,11 +49,17 @@ from console.vms import (
 from console.vv import VvFile, vv_render
 from portal.security import content_security_policy
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from console.auth import AuthenticatedRequest
+    from console.tickets import IssuedTicket
+
 logger = logging.getLogger(__name__)
 
 
 @login_required
-def vm_list(request):
+def vm_list(request: AuthenticatedRequest) -> HttpResponse:
     vms = list(VirtualMachine.objects.visible_to(request.user).select_related("host", "owner"))
     statuses = vm_statuses(vms)
     rows = [(vm, statuses[vm.id]) for vm in vms]
@@ -71,7 +78,7 @@ def vm_list(request):
 
 
 @login_required
-def vm_detail(request, vm_id: int):
+def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     preference = ConsolePreference.objects.filter(user=request.user).first()
     consoles = (
@@ -106,7 +113,7 @@ ACTIONS = {
 
 @login_required
 @require_POST
-def vm_action(request, vm_id: str, action: str):
+def vm_action(request: AuthenticatedRequest, vm_id: str, action: str) -> HttpResponse:
     vm = vm_get_for_user(user=request.user, vm_id=int(vm_id))
     run, done = ACTIONS[action]
     try:
@@ -129,7 +136,7 @@ def vm_action(request, vm_id: str, action: str):
     return redirect(vm)
 
 
-def _ticket_payload(vm, issued) -> dict:
+def _ticket_payload(vm: VirtualMachine, issued: IssuedTicket) -> dict:
     """What a console page needs to connect: where, with which token and password, until when."""
     return {
         "protocol": issued.protocol,
@@ -147,7 +154,7 @@ def _ticket_payload(vm, issued) -> dict:
 
 @login_required
 @never_cache
-def vm_console(request, vm_id: int):
+def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The console page. Its ticket is asked for by the page itself as it loads, so issuing it
     (a libvirt round trip) runs while the browser fetches the client's modules. `?view_only=1`
     opens it to watch only; a user the console is shared with always watches only."""
@@ -178,7 +185,7 @@ def vm_console(request, vm_id: int):
 
 @login_required
 @require_POST
-def vm_console_ticket(request, vm_id: int):
+def vm_console_ticket(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
     vm, must_watch = vm_get_for_watching(user=request.user, vm_id=vm_id)
     view_only = must_watch or request.GET.get("view_only") == "1"
@@ -195,13 +202,18 @@ def vm_console_ticket(request, vm_id: int):
             vm=vm,
             kind=kind,
             origin=request_origin(request),
-            session_key=request.session.session_key,
+            session_key=request.session.session_key or "",
             view_only=view_only,
         ),
     )
 
 
-def _ticket_response(request, vm, issue, ws_path: str | None = None) -> JsonResponse:
+def _ticket_response(
+    request: AuthenticatedRequest,
+    vm: VirtualMachine,
+    issue: Callable[[], IssuedTicket],
+    ws_path: str | None = None,
+) -> JsonResponse:
     """Issue a ticket and answer with what a page needs to connect, or why it cannot."""
     try:
         issued = issue()
@@ -224,7 +236,7 @@ def _ticket_response(request, vm, issue, ws_path: str | None = None) -> JsonResp
 
 @login_required
 @never_cache
-def vm_serial(request, vm_id: int):
+def vm_serial(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The serial console page (xterm.js). Its ticket is asked for by the page as it loads."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     status = vm_status(vm)
@@ -252,21 +264,24 @@ def vm_serial(request, vm_id: int):
 
 @login_required
 @require_POST
-def vm_serial_ticket(request, vm_id: int):
+def vm_serial_ticket(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A ticket for the serial console page (JSON): when it loads, and again for Reconnect."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     return _ticket_response(
         request,
         vm,
         lambda: serial_ticket_issue(
-            user=request.user, vm=vm, origin=request_origin(request), session_key=request.session.session_key
+            user=request.user,
+            vm=vm,
+            origin=request_origin(request),
+            session_key=request.session.session_key or "",
         ),
         ws_path=reverse("serial-ws", args=[vm.id]),
     )
 
 
 @login_required
-def vm_state(request, vm_id: int):
+def vm_state(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The VM's state (JSON), for the console page to explain a disconnect."""
     vm, _ = vm_get_for_watching(user=request.user, vm_id=vm_id)
     try:
@@ -281,7 +296,7 @@ def vm_state(request, vm_id: int):
 
 @login_required
 @never_cache
-def api_tokens(request):
+def api_tokens(request: AuthenticatedRequest) -> HttpResponse:
     """The user's API tokens: make one (shown once), see when each was last used, revoke."""
     context: dict = {}
     if request.method == "POST":
@@ -307,7 +322,7 @@ def api_tokens(request):
 
 @login_required
 @require_POST
-def vm_share(request, vm_id: int):
+def vm_share(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The owner (or staff) shares the VM's console with another user, to watch read-only."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     try:
@@ -324,7 +339,7 @@ def vm_share(request, vm_id: int):
 
 @login_required
 @require_POST
-def vm_share_end(request, vm_id: int, share_id: int):
+def vm_share_end(request: AuthenticatedRequest, vm_id: int, share_id: int) -> HttpResponse:
     """Stop sharing: the viewer's open consoles end at their next check (4023)."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     if console_share_end(vm=vm, share_id=share_id):
@@ -333,7 +348,7 @@ def vm_share_end(request, vm_id: int, share_id: int):
 
 
 @login_required
-def vm_thumbnail_png(request, vm_id: int):
+def vm_thumbnail_png(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A small picture of the running VM's screen, for the VM list (same access check)."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     try:
@@ -346,14 +361,14 @@ def vm_thumbnail_png(request, vm_id: int):
 
 
 @login_required
-def live_consoles(request):
+def live_consoles(request: AuthenticatedRequest) -> HttpResponse:
     """Staff: every open console session, live (the page polls the API)."""
     if not request.user.is_staff:
         raise Http404("No such page.")
     return render(request, "console/live_consoles.html")
 
 
-def console_ws_http(request, vm_id: int):
+def console_ws_http(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The console proxy speaks WebSocket only."""
     return HttpResponse("This is a WebSocket endpoint.\n", status=426, content_type="text/plain")
 
@@ -361,7 +376,7 @@ def console_ws_http(request, vm_id: int):
 VV_MAX_CONNECTIONS = 16  # remote-viewer opens a channel each for display, inputs, cursor, audio, USB...
 
 
-def vv_unreachable(vm) -> str:
+def vv_unreachable(vm: VirtualMachine) -> str:
     """Why a .vv file for this VM could not reach its console, if it could not: consoles of
     remote hosts listen on that host's loopback, which only the portal's proxies reach. Asked
     before a ticket is issued, so a refusal rotates no password."""
@@ -391,7 +406,7 @@ def ipaddress_is_loopback(address: str) -> bool:
 
 @login_required
 @require_POST
-def vm_console_vv(request, vm_id: int):
+def vm_console_vv(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A .vv file that opens the running VM's console in virt-viewer, with a short-lived password."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     preference, _ = ConsolePreference.objects.get_or_create(user=request.user)
@@ -411,7 +426,7 @@ def vm_console_vv(request, vm_id: int):
             user=request.user,
             vm=vm,
             kind=ConsoleTicket.Kind.VV,
-            session_key=request.session.session_key,
+            session_key=request.session.session_key or "",
             seconds=settings.VV_PASSWORD_SECONDS,
             max_connections=VV_MAX_CONNECTIONS,
         )
@@ -425,7 +440,9 @@ def vm_console_vv(request, vm_id: int):
     return vv_response(request, vm, issued, fullscreen=preference.vv_fullscreen)
 
 
-def vv_response(request, vm, issued, *, fullscreen: bool) -> HttpResponse:
+def vv_response(
+    request: AuthenticatedRequest, vm: VirtualMachine, issued: IssuedTicket, *, fullscreen: bool
+) -> HttpResponse:
     """The .vv file for an issued ticket (pages and API alike), recorded as a download."""
     through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
     text = vv_render(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
@@ -21,6 +22,9 @@ from console.hypervisor import (
 )
 from console.models import VirtualMachine, VmEvent
 from console.tickets import console_tickets_revoke
+
+if TYPE_CHECKING:
+    from console.auth import User
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +95,11 @@ def vms_restart_required_count() -> int:
     return sum(1 for status in statuses.values() if isinstance(status, VmStatus) and status.restart_required)
 
 
-def _record(vm: VirtualMachine, user, action: str, detail: str = "") -> None:
+def _record(vm: VirtualMachine, user: User, action: str, detail: str = "") -> None:
     VmEvent.objects.create(vm=vm, user=user, action=action, detail=detail)
 
 
-def vm_start(*, vm: VirtualMachine, user) -> str:
+def vm_start(*, vm: VirtualMachine, user: User) -> str:
     """Define the VM's domain from fresh XML for its effective console mode and start it.
 
     Returns the console mode it started with.
@@ -103,7 +107,7 @@ def vm_start(*, vm: VirtualMachine, user) -> str:
     return _start(vm, user, "start")
 
 
-def _start(vm: VirtualMachine, user, action: str) -> str:
+def _start(vm: VirtualMachine, user: User, action: str) -> str:
     mode = vm.effective_console_mode()
     xml = domain_xml_build(
         vm,
@@ -125,7 +129,7 @@ def _start(vm: VirtualMachine, user, action: str) -> str:
     return mode
 
 
-def vm_shutdown(*, vm: VirtualMachine, user) -> None:
+def vm_shutdown(*, vm: VirtualMachine, user: User) -> None:
     """Ask the guest OS to shut down (ACPI); a guest without one ignores it."""
     try:
         hypervisor_for(vm.host).shutdown(vm.name)
@@ -134,7 +138,7 @@ def vm_shutdown(*, vm: VirtualMachine, user) -> None:
     _record(vm, user, "shutdown")
 
 
-def vm_poweroff(*, vm: VirtualMachine, user) -> None:
+def vm_poweroff(*, vm: VirtualMachine, user: User) -> None:
     """Power the VM off at once, like pulling the plug."""
     try:
         hypervisor_for(vm.host).destroy(vm.name)
@@ -144,7 +148,7 @@ def vm_poweroff(*, vm: VirtualMachine, user) -> None:
     _record(vm, user, "poweroff")
 
 
-def vm_reboot(*, vm: VirtualMachine, user) -> str:
+def vm_reboot(*, vm: VirtualMachine, user: User) -> str:
     """Restart the VM's machine (power off, then start from fresh XML), applying a changed mode.
 
     A guest-initiated reboot keeps the QEMU process and so its console protocol; only a new

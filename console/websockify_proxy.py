@@ -24,7 +24,7 @@ from console.metrics import REFUSALS
 from console.models import ConsoleSession, ConsoleTicket
 from console.origins import origin_normalize
 from console.sessions import console_session_end, console_session_start
-from console.tickets import TicketRefused, console_ticket_admit
+from console.tickets import Refusal, TicketRefused, console_ticket_admit
 from portal.logsafety import redact_tokens
 
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -42,9 +42,10 @@ class TicketTokens:
 class TicketProxyRequestHandler(ProxyRequestHandler):
     """websockify's handler, admitting tickets itself so refusals say why and sessions are recorded."""
 
-    ticket = None
-    refusal = None
-    session_id = None
+    # Set by get_target, which websockify calls first; the relay runs only for an admitted ticket.
+    ticket: ConsoleTicket
+    refusal: Refusal | None = None
+    session_id: int  # set when the relay starts, before websockify's first heartbeat
     bytes_to_client = 0
     bytes_from_client = 0
 
@@ -123,8 +124,8 @@ class TicketProxyRequestHandler(ProxyRequestHandler):
                 f"{self.ticket.address}:{self.ticket.port}",
                 f"{target.user}@{target.hostname}",
             ],
-            stdin=theirs,
-            stdout=theirs,
+            stdin=theirs.fileno(),
+            stdout=theirs.fileno(),
             stderr=subprocess.DEVNULL,
         )
         theirs.close()

@@ -21,9 +21,10 @@ redact_tokens_in("uvicorn.error", "uvicorn.access")
 # The console consumer checks the Origin and the session cookie itself: a foreign page gets a
 # close code that says so rather than a bare failed handshake, and no session middleware
 # wraps each relayed message (see console/consumers.py).
+# (Django's, Channels' and Starlette's stubs each type ASGI apps their own way.)
 application = ProtocolTypeRouter(
     {
-        "http": with_security_headers(with_static_files(django_asgi_app)),
-        "websocket": URLRouter(websocket_urlpatterns),
+        "http": with_security_headers(with_static_files(django_asgi_app)),  # type: ignore[arg-type]
+        "websocket": URLRouter(websocket_urlpatterns),  # type: ignore[arg-type]
     }
 )

@@ -104,7 +104,8 @@ class BackpressureServer(Server):
             logger.exception("could not close connections gracefully")
             self.stop()
             return
-        stopping.addBoth(lambda _: reactor.callLater(0.2, self.stop))  # let the close frames leave
+        # Let the close frames leave. (Twisted types its global reactor as the interface.)
+        stopping.addBoth(lambda _: reactor.callLater(0.2, self.stop))  # type: ignore[arg-type]
 
     def kill_all_applications(self):
         # Daphne's own version fails on a connection whose application already finished

@@ -7,7 +7,7 @@ import asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
 from console.hosts import host_checks
@@ -17,7 +17,7 @@ LAYER_TIMEOUT = 2.0
 
 
 @never_cache
-def healthz(request):
+def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
@@ -32,7 +32,9 @@ def _database() -> str:
 
 async def _layer_round_trip() -> None:
     layer = get_channel_layer()
-    channel = await layer.new_channel("readyz.")
+    if layer is None:
+        raise RuntimeError("no channel layer configured")
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "readyz.ping"})
     await asyncio.wait_for(layer.receive(channel), LAYER_TIMEOUT)
 
@@ -46,7 +48,7 @@ def _channel_layer() -> str:
 
 
 @never_cache
-def readyz(request):
+def readyz(request: HttpRequest) -> HttpResponse:
     checks = {"database": _database(), "channel_layer": _channel_layer()}
     ready = all(value == "ok" for value in checks.values())
     hosts = list(Host.objects.order_by("name")) if checks["database"] == "ok" else []
@@ -62,7 +64,7 @@ def readyz(request):
 
 
 @never_cache
-def metrics(request):
+def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics: for staff, or a scraper sending `Authorization: Bearer $METRICS_TOKEN`."""
     import hmac
 

@@ -19,7 +19,7 @@ def redact_tokens(text: str) -> str:
     return _TOKEN.sub(r"\1[redacted]", text)
 
 
-def _redacted(value):
+def _redacted(value: object) -> object:
     return redact_tokens(value) if isinstance(value, str) else value
 
 

@@ -8,9 +8,13 @@ CONSOLE_PROXY_URL when set); no page may be framed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def content_security_policy(*, style_nonce: str = "") -> str:
@@ -38,7 +42,7 @@ def content_security_policy(*, style_nonce: str = "") -> str:
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
-def with_security_headers(app):
+def with_security_headers(app: ASGIApp) -> ASGIApp:
     """An ASGI app adding the security headers to every HTTP response `app` sends."""
     headers = [
         (b"content-security-policy", content_security_policy().encode()),
@@ -48,12 +52,12 @@ def with_security_headers(app):
         (b"cross-origin-opener-policy", b"same-origin"),
     ]
 
-    async def secured(scope, receive, send):
+    async def secured(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
 
-        async def send_secured(message):
+        async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(name, value) for name, value in headers if name not in present]

@@ -105,6 +105,9 @@ def default_guest_dir() -> str:
 
 # A scraper sending `Authorization: Bearer <this>` may read /metrics (staff may anyway).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# Set by bin/cluster for several workers: where each process writes its metrics, which
+# prometheus_client itself reads from the environment at import.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 # The demo guest (bin/build-guest); the same path on every host (bin/hv2 copies it there).
 GUEST_DIR = env_str("GUEST_DIR", default_guest_dir())

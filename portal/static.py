@@ -10,12 +10,19 @@ deployment collected them there), with ETag and Last-Modified revalidation.
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse
 from starlette.staticfiles import StaticFiles
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 def static_directories() -> list[str]:
@@ -43,21 +50,26 @@ def static_path_allowed(path: str) -> bool:
 
 
 class FinderStaticFiles(StaticFiles):
-    def get_directories(self, directory=None, packages=None):
-        return static_directories()
+    def get_directories(
+        self,
+        directory: str | PathLike[str] | None = None,
+        packages: list[str | tuple[str, str]] | None = None,
+    ) -> list[str | PathLike[str]]:
+        directories: list[str | PathLike[str]] = [*static_directories()]
+        return directories
 
-    async def get_response(self, path, scope):
+    async def get_response(self, path: str, scope: Scope) -> Response:
         if not static_path_allowed(path):
             raise HTTPException(status_code=404)
         return await super().get_response(path, scope)
 
 
-def with_static_files(django_app):
+def with_static_files(django_app: ASGIApp) -> ASGIApp:
     """An ASGI app serving STATIC_URL itself and passing everything else to Django."""
     prefix = "/" + settings.STATIC_URL.strip("/")
     static_app = FinderStaticFiles()
 
-    async def app(scope, receive, send):
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(prefix + "/"):
             scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
             try:

@@ -1,4 +1,5 @@
-"""Console tickets on the real libvirtd: issuing one opens the VM's graphics password, briefly."""
+"""Console tickets. Issuing one opens the VM's graphics password, briefly: that needs the real
+libvirtd (QEMU). Refusals that come before any password is set run on libvirt's test driver."""
 
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
@@ -8,11 +9,23 @@ from django.test import Client
 from django.urls import reverse
 
 from console.hypervisor import hypervisor_for
-from console.models import ConsoleTicket
+from console.models import ConsoleTicket, Host, VirtualMachine
 from console.tickets import ConsoleUnavailable, console_ticket_issue, token_hash
 from console.vms import vm_start
+from tests.helpers import TEST_NODE_URI
 
-pytestmark = [pytest.mark.django_db, pytest.mark.hypervisor]
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def test_node(user):
+    """VMs on libvirt's test driver: vm-a runs (without a graphics console), stopped-vm is defined
+    in the portal only."""
+    host = Host.objects.create(name="test-node", uri=TEST_NODE_URI)
+    return (
+        VirtualMachine.objects.create(name="vm-a", owner=user, host=host),
+        VirtualMachine.objects.create(name="stopped-vm", owner=user, host=host),
+    )
 
 
 def live_graphics(vm):
@@ -20,6 +33,7 @@ def live_graphics(vm):
     return ET.fromstring(xml).find("devices/graphics")
 
 
+@pytest.mark.hypervisor
 @pytest.mark.parametrize("mode", ["spice", "vnc"])
 def test_issue_sets_a_fresh_password_valid_as_long_as_the_ticket(make_vm, user, mode, settings):
     settings.CONSOLE_TICKET_SECONDS = 60
@@ -43,21 +57,29 @@ def test_issue_sets_a_fresh_password_valid_as_long_as_the_ticket(make_vm, user, 
     assert len(issued.token) == 48 and int(issued.token, 16)  # 192 bits, hex
 
 
-def test_no_ticket_for_a_stopped_vm(make_vm, user):
-    vm = make_vm()
-    with pytest.raises(ConsoleUnavailable, match="start it"):
-        console_ticket_issue(user=user, vm=vm)
+def test_no_ticket_for_a_stopped_vm(test_node, user):
+    _, stopped = test_node
+    with pytest.raises(ConsoleUnavailable, match="start it to open its console"):
+        console_ticket_issue(user=user, vm=stopped)
     assert not ConsoleTicket.objects.exists()
 
 
-def test_no_ticket_for_someone_elses_vm(make_vm, other_user):
-    vm = make_vm()
+def test_no_ticket_for_a_running_vm_without_a_graphics_console(test_node, user):
+    running, _ = test_node
+    with pytest.raises(ConsoleUnavailable, match="vm-a has no SPICE or VNC console"):
+        console_ticket_issue(user=user, vm=running)
+    assert not ConsoleTicket.objects.exists()
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_no_ticket_for_someone_elses_vm(test_node, other_user, which):
     with pytest.raises(PermissionError):
-        console_ticket_issue(user=other_user, vm=vm)
+        console_ticket_issue(user=other_user, vm=test_node[which])
+    assert not ConsoleTicket.objects.exists()
 
 
-def test_console_page_of_a_stopped_vm_offers_start(client, make_vm, user):
-    vm = make_vm()
+def test_console_page_of_a_stopped_vm_offers_start(client, test_node, user):
+    _, vm = test_node
     client.force_login(user)
     response = client.get(reverse("console:vm-console", args=[vm.id]))
     assert response.status_code == 409
@@ -65,6 +87,7 @@ def test_console_page_of_a_stopped_vm_offers_start(client, make_vm, user):
     assert "start it to open its console" in page and "open its console</button>" in page
 
 
+@pytest.mark.hypervisor
 def test_console_page_and_ticket_of_a_running_vm(make_vm, user):
     vm = make_vm(console_mode="spice")
     vm_start(vm=vm, user=user)
@@ -82,9 +105,8 @@ def test_console_page_and_ticket_of_a_running_vm(make_vm, user):
     assert ConsoleTicket.objects.count() == 1
 
 
-def test_console_entry_points_are_404_for_other_users(client, make_vm, user, other_user):
-    vm = make_vm()
-    vm_start(vm=vm, user=user)
+def test_console_entry_points_are_404_for_other_users(client, test_node, other_user):
+    vm, _ = test_node  # running
     client.force_login(other_user)
     assert client.get(reverse("console:vm-console", args=[vm.id])).status_code == 404
     assert client.post(reverse("console:vm-console-ticket", args=[vm.id])).status_code == 404

@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
 
@@ -29,6 +29,9 @@ from console.hypervisor.base import (
     NoSerialConsole,
 )
 from console.metrics import LIBVIRT_CALL
+
+if TYPE_CHECKING:
+    from console.models import Host
 
 T = TypeVar("T")
 
@@ -416,7 +419,7 @@ _hypervisors: dict[tuple[str, ...], LibvirtHypervisor] = {}
 _hypervisors_lock = threading.Lock()
 
 
-def hypervisor_for(host) -> LibvirtHypervisor:
+def hypervisor_for(host: Host) -> LibvirtHypervisor:
     """The shared hypervisor (and so connection) of a `Host`, or of a bare libvirt URI.
 
     A host whose URI, key or recorded host key changed gets a new connection: one made with

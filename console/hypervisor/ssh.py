@@ -14,9 +14,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from console.models import Host
 
 SSH_TRANSPORTS = ("ssh", "libssh")
 
@@ -39,7 +43,7 @@ def host_transport(uri: str) -> str:
     return scheme.split("+", 1)[1] if "+" in scheme else ""
 
 
-def ssh_target(host) -> SshTarget | None:
+def ssh_target(host: Host) -> SshTarget | None:
     """The SSH side of a host reached over ssh/libssh; None for other hosts."""
     if host_transport(host.uri) not in SSH_TRANSPORTS:
         return None
@@ -61,7 +65,7 @@ def known_hosts_line(hostname: str, port: int, public_key: str) -> str:
     return f"{name} {kind} {blob}\n"
 
 
-def known_hosts_file(host) -> Path:
+def known_hosts_file(host: Host) -> Path:
     """The portal's known_hosts file for this host (written from its recorded key)."""
     directory = Path(settings.SSH_KNOWN_HOSTS_DIR)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -85,7 +89,7 @@ def public_key_fingerprint(public_key: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def connect_uri(host) -> str:
+def connect_uri(host: Host) -> str:
     """The URI libvirt connects with: for SSH hosts, libssh with the portal's key and known_hosts."""
     target = ssh_target(host)
     if target is None:

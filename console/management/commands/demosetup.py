@@ -4,7 +4,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from console.models import Host, VirtualMachine
 
@@ -15,10 +15,10 @@ class Command(BaseCommand):
         "demo guest (bin/build-guest: Linux with a shell on the screen and the serial console)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--vm-name", default="demo", help="name of the demo VM (default: demo)")
 
-    def handle(self, *args, vm_name, **options):
+    def handle(self, *args: str, vm_name: str, **options: object) -> None:
         host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
         User = get_user_model()
         admin = User.objects.filter(username="admin").first()

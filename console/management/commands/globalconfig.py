@@ -1,7 +1,7 @@
 """manage.py globalconfig list | get KEY | set KEY VALUE | reset KEY"""
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from console.globalconfig import DEFINITIONS, UnknownSetting, config_reset, config_set, config_value
 
@@ -9,7 +9,7 @@ from console.globalconfig import DEFINITIONS, UnknownSetting, config_reset, conf
 class Command(BaseCommand):
     help = "List, read and change global settings (the same validation as Django admin)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="verb", required=True)
         sub.add_parser("list", help="every setting with its value, default and valid values")
         sub.add_parser("get", help="print one setting's value").add_argument("key")
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         setter.add_argument("value")
         sub.add_parser("reset", help="set a setting back to its default").add_argument("key")
 
-    def handle(self, *args, verb, **options):
+    def handle(self, *args: str, verb: str, **options: str) -> None:
         try:
             if verb == "list":
                 for key, definition in DEFINITIONS.items():

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from console.hypervisor import HypervisorError, hypervisor_for
 from console.models import Host, VirtualMachine
@@ -33,11 +33,11 @@ def domain_fields(xml: str) -> dict:
 class Command(BaseCommand):
     help = "Create VM records for the domains defined on a host that the portal does not know yet."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", required=True, help="the host's name in the portal")
         parser.add_argument("--owner", default="admin", help="user to own the imported VMs")
 
-    def handle(self, *args, host, owner, **options):
+    def handle(self, *args: str, host: str, owner: str, **options: object) -> None:
         try:
             host_obj = Host.objects.get(name=host)
         except Host.DoesNotExist:
@@ -49,12 +49,12 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {owner!r}; pass --owner") from None
         hypervisor = hypervisor_for(host_obj)
         try:
-            names = sorted(hypervisor.states())
+            domains = sorted(hypervisor.states())
         except HypervisorError as exc:
             raise CommandError(f"{host_obj.name} ({host_obj.uri}): {exc}") from None
         known = set(VirtualMachine.objects.filter(host=host_obj).values_list("name", flat=True))
         imported = 0
-        for name in names:
+        for name in domains:
             if name in known:
                 continue
             try:

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from console.listen import listen_address_parse
 from console.spiceproxy import serve
@@ -12,10 +12,10 @@ from console.spiceproxy import serve
 class Command(BaseCommand):
     help = "Run the HTTP CONNECT proxy that lets remote-viewer reach consoles with a .vv ticket."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--listen", default="127.0.0.1:3128", help="HOST:PORT (default 127.0.0.1:3128)")
 
-    def handle(self, *args, listen, **options):
+    def handle(self, *args: str, listen: str, **options: object) -> None:
         host, port = listen_address_parse(listen)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.stdout.write(
