@@ -2,7 +2,9 @@
 
 Every path is measured in the same run, interleaved (the order rotates each round), repeated;
 the table gives the median with min and max, and each figure as a ratio to websockify and to
-raw TCP measured in that run. Everything listens on 127.0.0.1.
+raw TCP measured in that run. In Chromium, the portal's console pages are timed against the
+stock spice-html5 and noVNC pages served as static files and connecting through websockify,
+each cold (an empty cache) and warm (loaded once before). Everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ METRICS = [
     ("cpu_s_per_gb", "CPU per GB relayed", "s/GB", False),
     ("stalled_growth_mib", "memory growth, client stops reading", "MiB", False),
     ("max_sessions", "1 Mbit/s sessions, p99 < 50 ms", "sessions", True),
-    ("ttff_spice_ms", "browser: page -> first frame, SPICE", "ms", False),
-    ("ttff_vnc_ms", "browser: page -> first frame, VNC", "ms", False),
+    ("ttff_spice_ms", "browser, cold: page -> 1st frame, SPICE", "ms", False),
+    ("ttff_vnc_ms", "browser, cold: page -> 1st frame, VNC", "ms", False),
+    ("ttff_spice_warm_ms", "browser, warm: page -> 1st frame, SPICE", "ms", False),
+    ("ttff_vnc_warm_ms", "browser, warm: page -> 1st frame, VNC", "ms", False),
 ]
+BROWSER_KEYS = {"ttff_spice_ms", "ttff_vnc_ms", "ttff_spice_warm_ms", "ttff_vnc_warm_ms"}
 
 FULL = dict(
     repeats=5,
@@ -67,7 +72,7 @@ SHORT = dict(
 )
 
 
-async def measure(config: dict, with_browser: bool) -> dict:
+async def measure(config: dict, with_browser: bool, only_browser: bool = False) -> dict:
     world = world_create()
     samples: dict[str, dict[str, list]] = {key: {} for key, *_ in METRICS}
     try:
@@ -85,17 +90,17 @@ async def measure(config: dict, with_browser: bool) -> dict:
             lambda p: figures.echo_under_load(p, world, config["load_samples"], config["load_sessions"]),
             lambda p: figures.setup_time(p, world, config["setups"]),
         ]
-        for repeat in range(config["repeats"]):
+        for repeat in range(0 if only_browser else config["repeats"]):
             order = paths[repeat % len(paths) :] + paths[: repeat % len(paths)]
             for measure_one in rounds:
                 for path in order:
                     add(path, await measure_one(path))
             print(f"round {repeat + 1}/{config['repeats']} done", file=sys.stderr)
-        for path in paths:
+        for path in [] if only_browser else paths:
             add(path, await figures.idle_memory(path, world, config["idle_sessions"]))
-        for path in paths:
+        for path in [] if only_browser else paths:
             add(path, await figures.stalled_client(path, world, config["stalled_seconds"]))
-        for path in paths:
+        for path in [] if only_browser else paths:
             result = await figures.max_sessions(path, world, config["ladder"], config["ladder_samples"])
             add(path, {"max_sessions": result["max_sessions"]})
             if result["max_sessions_capped"]:
@@ -123,7 +128,13 @@ def summarize(samples: dict) -> dict:
                 "max": max(values),
                 "samples": values,
             }
-        for reference, field in (("websockify", "vs_websockify"), ("raw TCP", "vs_raw_tcp")):
+        references = (("websockify", "vs_websockify"), ("raw TCP", "vs_raw_tcp"))
+        if key in BROWSER_KEYS:
+            # The portal's console page against the stock client page, each cold or warm.
+            from bench.browser import STOCK
+
+            references = ((STOCK, "vs_stock"),)
+        for reference, field in references:
             if reference in per_path and per_path[reference]["median"]:
                 for entry in per_path.values():
                     entry[field] = entry["median"] / per_path[reference]["median"]
@@ -156,6 +167,8 @@ def table(summary: dict, capped: dict) -> str:
                 ratios.append(f"{entry['vs_websockify']:.2f}xws")
             if "vs_raw_tcp" in entry and name != "raw TCP":
                 ratios.append(f"{entry['vs_raw_tcp']:.2f}xraw")
+            if "vs_stock" in entry and "stock" not in name:
+                ratios.append(f"{entry['vs_stock']:.2f}xstock")
             cells.append(f"{text + ' ' + ' '.join(ratios):>34}")
         lines.append(
             f"{label + ' [' + unit + (', more' if higher else ', less') + ' is better]':40} "
@@ -177,6 +190,7 @@ def main() -> None:
     parser.add_argument(
         "--no-browser", action="store_true", help="skip the browser time-to-first-frame figures"
     )
+    parser.add_argument("--browser", action="store_true", help="only the browser time-to-first-frame figures")
     parser.add_argument(
         "--soak",
         action="store_true",
@@ -211,13 +225,13 @@ def main() -> None:
         sys.exit(1 if result["dropped"] else 0)
     config = SHORT if args.short else FULL
     started = time.time()
-    samples = asyncio.run(measure(config, with_browser=not args.no_browser))
+    samples = asyncio.run(measure(config, with_browser=not args.no_browser, only_browser=args.browser))
     capped = samples.pop("capped", {})
     summary = summarize(samples)
     header = (
         f"console proxy benchmark ({'short' if args.short else 'full'} run, {platform.node()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s); medians (min-max), "
-        "ratios to websockify (xws) and raw TCP (xraw)"
+        "ratios to websockify (xws) and raw TCP (xraw); browser pages to the stock page (xstock)"
     )
     print(header)
     print(table(summary, capped))

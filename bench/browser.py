@@ -70,19 +70,20 @@ def wait_until(page, expression: str, timeout: float = 20) -> None:
         page.wait_for_timeout(25)
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
 def _static_server(root: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
+    handler = partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.server_address[1]
 
 
-def _time_to_first_frame(browser, url: str, cookie: str | None = None) -> float:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    if cookie:
-        name, value = cookie.split("=", 1)
-        context.add_cookies([{"name": name, "value": value, "domain": "127.0.0.1", "path": "/"}])
+def _time_to_first_frame(context, url: str) -> float:
+    """One load of `url` in a new tab of `context`: ms from navigation to the first frame."""
     page = context.new_page()
     page.add_init_script(FIRST_FRAME)
     try:
@@ -97,11 +98,48 @@ def _time_to_first_frame(browser, url: str, cookie: str | None = None) -> float:
             ) from exc
         return page.evaluate("window.__firstFrame")
     finally:
-        context.close()
+        page.close()
+
+
+def _new_context(browser, cookie: str | None):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    if cookie:
+        name, value = cookie.split("=", 1)
+        context.add_cookies([{"name": name, "value": value, "domain": "127.0.0.1", "path": "/"}])
+    return context
+
+
+class _Loads:
+    """Loads of one page, cold (a browser context of its own: empty cache) and warm (one
+    context kept for the page, which has loaded it once before)."""
+
+    def __init__(self, browser, cookie: str | None = None) -> None:
+        self.browser, self.cookie = browser, cookie
+        self.warm_context = None
+
+    def cold(self, url: str) -> float:
+        context = _new_context(self.browser, self.cookie)
+        try:
+            return _time_to_first_frame(context, url)
+        finally:
+            context.close()
+
+    def warm(self, url_of) -> float:
+        if self.warm_context is None:
+            self.warm_context = _new_context(self.browser, self.cookie)
+            _time_to_first_frame(self.warm_context, url_of())  # fills the cache; not counted
+        return _time_to_first_frame(self.warm_context, url_of())
+
+    def close(self) -> None:
+        if self.warm_context is not None:
+            self.warm_context.close()
+
+
+STOCK = "stock page via websockify"
 
 
 def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str, list[float]]]:
-    """{path name: {"ttff_spice_ms": [...], "ttff_vnc_ms": [...]}}"""
+    """{path name: {"ttff_spice_ms": [...], "ttff_spice_warm_ms": [...], ...}}"""
     from django.conf import settings
     from playwright.sync_api import sync_playwright
 
@@ -129,47 +167,59 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
     shutil.copy(Path(__file__).parent / "stock_novnc.html", web_root / "stock_novnc.html")
     server, web_port = _static_server(web_root)
     websockify = next(p for p in portal_paths if p.name == "websockify")
+    pages = [p for p in portal_paths if p.ws_path is not None and p is not websockify]
+
+    def stock_url(mode: str, vm) -> str:
+        # Playwright's sync API runs an event loop in this thread; libvirt must not.
+        with ThreadPoolExecutor(1) as pool:
+            issued = pool.submit(
+                console_ticket_issue,
+                user=user,
+                vm=vm,
+                kind="websockify",
+                origin=f"http://127.0.0.1:{web_port}",  # the stock pages' server
+            ).result()
+        if mode == "spice":
+            return (
+                f"http://127.0.0.1:{web_port}/spice-html5/spice_auto.html?host=127.0.0.1"
+                f"&port={websockify.port}&path={quote('?token=' + issued.token)}"
+                f"&password={quote(issued.password)}"
+            )
+        ws_url = f"ws://127.0.0.1:{websockify.port}/?token={issued.token}"
+        return (
+            f"http://127.0.0.1:{web_port}/stock_novnc.html?url={quote(ws_url)}"
+            f"&password={quote(issued.password)}"
+        )
+
     results: dict[str, dict[str, list[float]]] = {}
+
+    def add(name: str, key: str, value: float) -> None:
+        results.setdefault(name, {}).setdefault(key, []).append(value)
+
+    loads: list[_Loads] = []
     try:
         for vm in vms.values():
             vm_start(vm=vm, user=user)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            for _ in range(repeats):
-                for mode, vm in vms.items():
-                    key = f"ttff_{mode}_ms"
-                    for path in portal_paths:
-                        if path.ws_path is None or path is websockify:
+            for mode, vm in vms.items():
+                portal = {path.name: _Loads(browser, world.cookie) for path in pages}
+                stock = _Loads(browser)
+                loads += [*portal.values(), stock]
+                for repeat in range(repeats):
+                    # The order rotates each round, so no page always goes first.
+                    order = [*pages, None]
+                    order = order[repeat % len(order) :] + order[: repeat % len(order)]
+                    for path in order:
+                        if path is None:
+                            add(STOCK, f"ttff_{mode}_ms", stock.cold(stock_url(mode, vm)))
+                            add(STOCK, f"ttff_{mode}_warm_ms", stock.warm(partial(stock_url, mode, vm)))
                             continue
                         url = f"http://127.0.0.1:{path.port}/vms/{vm.id}/console/"
-                        results.setdefault(path.name, {}).setdefault(key, []).append(
-                            _time_to_first_frame(browser, url, world.cookie)
-                        )
-                    # Playwright's sync API runs an event loop in this thread; libvirt must not.
-                    with ThreadPoolExecutor(1) as pool:
-                        issued = pool.submit(
-                            console_ticket_issue,
-                            user=user,
-                            vm=vm,
-                            kind="websockify",
-                            origin=f"http://127.0.0.1:{web_port}",  # the stock pages' server
-                        ).result()
-                    if mode == "spice":
-                        url = (
-                            f"http://127.0.0.1:{web_port}/spice-html5/spice_auto.html?host=127.0.0.1"
-                            f"&port={websockify.port}&path={quote('?token=' + issued.token)}"
-                            f"&password={quote(issued.password)}"
-                        )
-                    else:
-                        ws_url = f"ws://127.0.0.1:{websockify.port}/?token={issued.token}"
-                        url = (
-                            f"http://127.0.0.1:{web_port}/stock_novnc.html?url={quote(ws_url)}"
-                            f"&password={quote(issued.password)}"
-                        )
-                    name = "stock page via websockify"
-                    results.setdefault(name, {}).setdefault(key, []).append(
-                        _time_to_first_frame(browser, url)
-                    )
+                        add(path.name, f"ttff_{mode}_ms", portal[path.name].cold(url))
+                        add(path.name, f"ttff_{mode}_warm_ms", portal[path.name].warm(partial(str, url)))
+            for each in loads:
+                each.close()
             browser.close()
     finally:
         server.shutdown()

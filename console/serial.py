@@ -102,9 +102,8 @@ class SerialConsoleConsumer:
     async def connect(self) -> tuple[ConsoleTicket, ConsoleSession, SerialStream] | None:
         """Admit the connection and open the serial console, or refuse it (saying why: None)."""
         try:
-            ticket = await database_sync_to_async(websocket_admit)(
-                scope=self.scope, kind=ConsoleTicket.Kind.SERIAL
-            )
+            admit = database_sync_to_async(websocket_admit)
+            ticket = await admit(scope=self.scope, kind=ConsoleTicket.Kind.SERIAL)
         except TicketRefused as refused:
             REFUSALS.labels(refused.refusal.name.lower()).inc()
             await self._refuse(refused.refusal.value, refused.refusal.message)

@@ -272,8 +272,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# Only for deployments that collect static files for a separate web server.
-STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+# bin/setup collects the static files here, each under a name carrying its content's hash,
+# which portal/static.py serves as immutable (a separate web server may serve it too).
+STATIC_ROOT = env_str("STATIC_ROOT", str(VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "portal.static.HashedStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,
@@ -286,5 +291,5 @@ LOGGING = {
         "asyncssh": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
-# Static files are served by portal/static.py, in front of Django, from the finders'
-# folders (or STATIC_ROOT when set): no collectstatic step for the embedded default.
+# Static files are served by portal/static.py, in front of Django, from STATIC_ROOT (where
+# bin/setup collects them) or, before that, from the finders' folders.

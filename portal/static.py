@@ -1,19 +1,26 @@
-"""Static files served by an ASGI app in front of Django, not through Django's sync stack.
+"""Static files: hashed names when collected, served by an ASGI app in front of Django.
 
-A console page pulls in 30 to 55 ES modules. Served by WhiteNoise inside Django, each went
-through the synchronous middleware chain on a worker thread, and the browser's first frame
-waited on them (see README, Performance). Starlette's StaticFiles serves them on the event
-loop, from the directories Django's static-file finders search (or from STATIC_ROOT, when a
-deployment collected them there), with ETag and Last-Modified revalidation.
+bin/setup bundles each console page's client into one file (esbuild) and collects every
+static file into STATIC_ROOT under a name carrying a hash of its content (Django's manifest
+storage); `{% static %}` names those. A hashed name never changes content, so it is served as
+immutable for a year: a console page opened again fetches nothing but its HTML and ticket.
+Other names (the unhashed originals) are revalidated each time (ETag, Last-Modified).
+
+They are served on the event loop by Starlette's StaticFiles, not through Django's sync
+middleware: a page's files should not wait on a worker thread each (see README, Performance).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import posixpath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
+from django.contrib.staticfiles.storage import ManifestStaticFilesStorage
 from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse
 from starlette.staticfiles import StaticFiles
@@ -25,9 +32,32 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
 
+class HashedStaticFilesStorage(ManifestStaticFilesStorage):
+    """Django's hashed names. Only stylesheets have their references rewritten: the clients'
+    modules name source maps their packages do not ship, and the pages load bundles."""
+
+    manifest_strict = False  # a file not collected yet keeps its plain name
+    patterns = tuple((glob, rules) for glob, rules in ManifestStaticFilesStorage.patterns if glob == "*.css")
+
+
+IMMUTABLE = [(b"cache-control", b"public, max-age=31536000, immutable")]
+REVALIDATE = [(b"cache-control", b"no-cache")]
+
+
+@functools.cache
+def hashed_names() -> frozenset[str]:
+    """The collected files' hashed names (empty when nothing was collected)."""
+    manifest = Path(settings.STATIC_ROOT or "", "staticfiles.json")
+    try:
+        return frozenset(json.loads(manifest.read_text())["paths"].values())
+    except (OSError, ValueError, KeyError):
+        return frozenset()
+
+
 def static_directories() -> list[str]:
-    """Where the static-file finders look, in their order (the first match wins, as in Django)."""
-    if settings.STATIC_ROOT:
+    """STATIC_ROOT once collected; else where the static-file finders look, in their order
+    (the first match wins, as in Django)."""
+    if hashed_names():
         return [str(settings.STATIC_ROOT)]
     directories = []
     for finder in finders.get_finders():
@@ -61,7 +91,10 @@ class FinderStaticFiles(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
         if not static_path_allowed(path):
             raise HTTPException(status_code=404)
-        return await super().get_response(path, scope)
+        response = await super().get_response(path, scope)
+        immutable = path.lstrip("/") in hashed_names()
+        response.raw_headers += IMMUTABLE if immutable else REVALIDATE
+        return response
 
 
 def with_static_files(django_app: ASGIApp) -> ASGIApp:

@@ -250,6 +250,7 @@ async def test_open_consoles_send_heartbeats(user, vms, settings):
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user)
         assert (await comm.connect())[0]
+        assert await comm.receive_from() == b"HELLO"  # admitted: the console greeted
         first = (await database_sync_to_async(ConsoleSession.objects.get)()).seen_at
         await comm.send_to(bytes_data=b"12345")
         await asyncio.sleep(0.6)
@@ -331,9 +332,11 @@ async def test_consoles_per_user_are_capped(user, vms):
         second = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         channel = await communicator(vms[0].id, first, user)
         assert (await channel.connect())[0]
+        assert await channel.receive_from()  # admitted: the console greeted
         # More channels of the same console are fine (spice-html5 opens several)...
         another_channel = await communicator(vms[0].id, first, user)
         assert (await another_channel.connect())[0]
+        assert await another_channel.receive_from()
         # ...another console is not, until one closes.
         refused = await refused_with(await communicator(vms[0].id, second, user))
         assert refused == Refusal.TOO_MANY_CONSOLES.value

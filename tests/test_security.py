@@ -65,6 +65,8 @@ async def test_every_response_carries_the_security_headers(path):
         "/static/novnc/.hidden.js",
         "/static/novnc/package.json",
         "/static/spice-html5/thirdparty/browser-es-module-loader/dist/browser-es-module-loader.js.map",
+        "/static/staticfiles.json",  # collectstatic's manifest
+        "/static/.stamp",
     ],
 )
 async def test_only_what_the_pages_load_is_served(path):
@@ -76,6 +78,24 @@ async def test_the_console_clients_are_served():
     for path in ("/static/spice-html5/main.js", "/static/novnc/core/rfb.js", "/static/console/console.css"):
         status, headers, body = await get(path)
         assert status == 200 and body, path
+
+
+@pytest.mark.parametrize(
+    "name", ["bundles/vnc-console.js", "bundles/spice-console.js", "console/console.css"]
+)
+async def test_hashed_static_names_are_immutable_and_plain_ones_revalidated(name):
+    """bin/setup collected the files under hashed names: the name a page uses changes with the
+    content, so the browser may keep it for a year without asking again."""
+    from django.templatetags.static import static
+
+    hashed = static(name)
+    assert hashed != f"/static/{name}" and hashed.startswith(f"/static/{name.rsplit('.', 1)[0]}.")
+    status, headers, body = await get(hashed)
+    assert status == 200 and body
+    assert headers[b"cache-control"] == b"public, max-age=31536000, immutable"
+    status, headers, plain = await get(f"/static/{name}")
+    assert status == 200 and plain == body
+    assert headers[b"cache-control"] == b"no-cache" and headers[b"etag"]
 
 
 def test_static_path_rules():

@@ -96,7 +96,7 @@ def test_console_page_and_ticket_of_a_running_vm(make_vm, user):
     page = client.get(reverse("console:vm-console", args=[vm.id]))
     assert page.status_code == 200
     assert "no-store" in page["Cache-Control"]
-    assert "spice-console.js" in page.content.decode()
+    assert "/static/bundles/spice-console." in page.content.decode()  # the bundle, by its hashed name
     assert not ConsoleTicket.objects.exists()  # the page asks for its ticket as it loads
     ticket_url = reverse("console:vm-console-ticket", args=[vm.id])
     assert client.post(ticket_url).status_code == 403  # no CSRF token

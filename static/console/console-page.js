@@ -50,15 +50,28 @@ export function closeReason(code) {
   return CLOSE_REASONS[code] || `the connection closed (code ${code})`;
 }
 
-/** The WebSocket URL for a ticket: the portal's own proxy, or a configured websockify. */
+/** The WebSocket URL for a ticket (ticket-prefetch.js, which every console page loads first). */
 export function socketUrl(ticket) {
-  const token = encodeURIComponent(ticket.token);
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  if (ticket.proxyUrl) {
-    const base = ticket.proxyUrl.startsWith("//") ? scheme + ticket.proxyUrl : ticket.proxyUrl;
-    return `${base}${base.includes("?") ? "&" : "?"}token=${token}`;
+  return window.consoleSocketUrl(ticket);
+}
+
+/** The socket ticket-prefetch.js opened for `ticket` while the client loaded, if still usable:
+ * `{socket, replay}`, where `replay()`, called once the client has set the socket's onmessage,
+ * hands it what arrived meanwhile, in order. Otherwise null: open a socket as usual. */
+export function takeEarlySocket(ticket) {
+  const early = window.consoleEarlySocket;
+  window.consoleEarlySocket = null;
+  if (!early) return null;
+  if (early.token !== ticket.token || early.socket.readyState > WebSocket.OPEN) {
+    early.socket.close(); // a closed one's close code went unheard: a fresh socket hears it again
+    return null;
   }
-  return `${scheme}//${location.host}${ticket.wsPath}?token=${token}`;
+  return {
+    socket: early.socket,
+    replay() {
+      for (const event of early.received.splice(0)) early.socket.onmessage(event);
+    },
+  };
 }
 
 /** A fresh ticket; a failure says whether trying again may help (no portal answer, a 5xx). */

@@ -1,6 +1,6 @@
 // The VNC console: noVNC (installed at set-up into static/novnc/).
 import RFB from "../novnc/core/rfb.js";
-import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+import { connected, consolePage, disconnected, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
 
 const screen = document.getElementById("vnc-screen");
 const clipboardButton = document.getElementById("clipboard");
@@ -46,10 +46,13 @@ let scaled = false;
 
 const client = {
   connect(ticket) {
-    // noVNC is handed the socket, so the page can read the proxy's close code.
-    const socket = new WebSocket(socketUrl(ticket), ["binary"]);
+    // noVNC is handed the socket, so the page can read the proxy's close code: the one opened
+    // while noVNC loaded, for the first ticket.
+    const early = takeEarlySocket(ticket);
+    const socket = early ? early.socket : new WebSocket(socketUrl(ticket), ["binary"]);
     if (!ticket.proxyUrl && !ticket.viewOnly) reportActivity(socket);
     const current = new RFB(screen, socket, { credentials: { password: ticket.password } });
+    early?.replay(); // noVNC has attached its handlers
     current.scaleViewport = scaled;
     current.viewOnly = Boolean(ticket.viewOnly); // the proxy drops a watcher's input anyway
     clipboardPolicy(ticket.clipboard);

@@ -200,3 +200,26 @@ def test_the_vnc_clipboard_panel_follows_the_policy(page, portal):
             assert page.is_enabled("#clipboard-send") == can_send
     finally:
         portal.manage("globalconfig", "set", "console.clipboard", "both")
+
+
+STATIC_FETCHED = """() => {
+  const files = performance.getEntriesByType("resource").filter((e) => e.name.includes("/static/"));
+  return {used: files.length, fetched: files.filter((e) => e.transferSize > 0).map((e) => e.name)};
+}"""
+
+
+@pytest.mark.parametrize("mode", ["spice", "vnc"])
+def test_a_console_page_opened_again_fetches_no_static_file(page, portal, mode):
+    """The client, its stylesheet and scripts carry hashed names served as immutable: opened a
+    second time, the page takes them all from the browser's cache, without even revalidating."""
+    start_vm_in_mode(page, portal, mode)
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    first = page.evaluate(STATIC_FETCHED)
+    assert any("/static/bundles/" in name for name in first["fetched"])  # loaded from the portal once
+    console_url = page.url
+    page.goto(f"{portal.url}/")
+    page.goto(console_url)
+    page.wait_for_selector("#status.connected", timeout=20000)
+    again = page.evaluate(STATIC_FETCHED)
+    assert again["used"] >= 3 and again["fetched"] == []
