@@ -109,13 +109,31 @@ def _new_context(browser, cookie: str | None):
     return context
 
 
+def _consoles_closed(vm) -> None:
+    """Wait until the VM's console sessions have ended: QEMU keeps one SPICE client, and a
+    page's channels still open would take the next page's display."""
+    from console.models import ConsoleSession
+
+    deadline = time.monotonic() + 10
+    while ConsoleSession.objects.filter(vm=vm, ended_at__isnull=True).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the console sessions of {vm.name} did not end within 10 s")
+        time.sleep(0.05)
+
+
 class _Loads:
     """Loads of one page, cold (a browser context of its own: empty cache) and warm (one
     context kept for the page, which has loaded it once before)."""
 
-    def __init__(self, browser, cookie: str | None = None) -> None:
-        self.browser, self.cookie = browser, cookie
+    def __init__(self, browser, vm, cookie: str | None = None) -> None:
+        self.browser, self.vm, self.cookie = browser, vm, cookie
         self.warm_context = None
+
+    def _load(self, context, url: str) -> float:
+        try:
+            return _time_to_first_frame(context, url)
+        finally:
+            _consoles_closed(self.vm)
 
     def cold(self, url: str) -> float:
         context = _new_context(self.browser, self.cookie)
@@ -123,12 +141,13 @@ class _Loads:
             return _time_to_first_frame(context, url)
         finally:
             context.close()
+            _consoles_closed(self.vm)
 
     def warm(self, url_of) -> float:
         if self.warm_context is None:
             self.warm_context = _new_context(self.browser, self.cookie)
-            _time_to_first_frame(self.warm_context, url_of())  # fills the cache; not counted
-        return _time_to_first_frame(self.warm_context, url_of())
+            self._load(self.warm_context, url_of())  # fills the cache; not counted
+        return self._load(self.warm_context, url_of())
 
     def close(self) -> None:
         if self.warm_context is not None:
@@ -203,8 +222,8 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for mode, vm in vms.items():
-                portal = {path.name: _Loads(browser, world.cookie) for path in pages}
-                stock = _Loads(browser)
+                portal = {path.name: _Loads(browser, vm, world.cookie) for path in pages}
+                stock = _Loads(browser, vm)
                 loads += [*portal.values(), stock]
                 for repeat in range(repeats):
                     # The order rotates each round, so no page always goes first.

@@ -169,6 +169,5 @@ class ConsoleLink(asyncio.BufferedProtocol):
         return "console closed"
 
     async def close(self) -> None:
-        if self.transport is not None:
-            self._flush()
-            self.transport.close()
+        self._flush()
+        self.transport.close()
