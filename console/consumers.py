@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from console.auth import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
+Opened = TypeVar("Opened")
 
 CLOSE_SERVICE_RESTART = 1012  # the worker is stopping; the page reconnects with a fresh ticket
 CLOSE_UNREACHABLE = 4010  # the VM's console does not accept connections
@@ -96,20 +97,14 @@ def websocket_admit(*, scope: Scope, kind: str = ConsoleTicket.Kind.BROWSER) -> 
     return console_ticket_admit(token=token, kind=kind, origin=origin, user=user, vm_id=vm_id)
 
 
-class ConsoleProxyConsumer:
-    """One console session: connect (admit), relay, disconnect (record)."""
+class ConsoleConsumer(Generic[Opened]):
+    """The lifecycle both console WebSockets share: connect (admit, open: `Opened`, or None
+    when refused), relay until either side ends, disconnect (record the session's end)."""
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self.receive, self.send = scope, receive, send
-        self.link: ConsoleLink | None = None
-        self.session_id: int | None = None
         self.end_reason = "client closed"
         self.ended: Refusal | None = None
-        self.protocol = ""
-        self.clipboard_filter: RfbClientFilter | None = None
-        self.view_only = False
-        offered = scope.get("subprotocols") or ()
-        self.subprotocol = "binary" if "binary" in offered else None
 
     @classmethod
     def as_asgi(cls) -> ASGIApp:
@@ -124,19 +119,50 @@ class ConsoleProxyConsumer:
         try:
             opened = await self.connect()
             if opened is not None:
-                await self.relay(*opened)
+                await self.relay(opened)
             else:
-                await self._until_disconnect()
+                while (await self.receive())["type"] != "websocket.disconnect":
+                    pass
         except asyncio.CancelledError:
             # The server is stopping (SIGTERM): tell the page, which reconnects through
             # another worker, and record the end before going.
-            if self.session_id is not None:
+            if self.recorded():
                 self.end_reason = "worker stopped"
                 with contextlib.suppress(Exception):
                     await self.send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
             raise
         finally:
             await self.disconnect()
+
+    async def connect(self) -> Opened | None:
+        raise NotImplementedError
+
+    async def relay(self, opened: Opened) -> None:
+        raise NotImplementedError
+
+    async def disconnect(self) -> None:
+        raise NotImplementedError
+
+    def recorded(self) -> bool:
+        """Whether a session was recorded (and so must be ended)."""
+        raise NotImplementedError
+
+
+class ConsoleProxyConsumer(ConsoleConsumer[tuple[ConsoleLink, int]]):
+    """One graphical console session: the WebSocket relayed to the console's TCP port."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        super().__init__(scope, receive, send)
+        self.link: ConsoleLink | None = None
+        self.session_id: int | None = None
+        self.protocol = ""
+        self.clipboard_filter: RfbClientFilter | None = None
+        self.view_only = False
+        offered = scope.get("subprotocols") or ()
+        self.subprotocol = "binary" if "binary" in offered else None
+
+    def recorded(self) -> bool:
+        return self.session_id is not None
 
     async def connect(self) -> tuple[ConsoleLink, int] | None:
         """Admit the connection and open its console: the link and the session's id, or None
@@ -184,8 +210,9 @@ class ConsoleProxyConsumer:
             self.clipboard_filter = RfbClientFilter()  # console.clipboard keeps the client's out
         return link, session.pk
 
-    async def relay(self, link: ConsoleLink, session_id: int) -> None:
+    async def relay(self, opened: tuple[ConsoleLink, int]) -> None:
         """Client frames to the console here; console bytes to the client in a second task."""
+        link, session_id = opened
         pump = asyncio.create_task(self._pump(link))
         receive, guard = self.receive, session_guard()
         first, inputs, refused = True, False, False
@@ -268,10 +295,6 @@ class ConsoleProxyConsumer:
     async def _refuse(self, code: int, reason: str) -> None:
         # (Accepted, so the client learns why; nothing was relayed.)
         await self.send({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def _until_disconnect(self) -> None:
-        while (await self.receive())["type"] != "websocket.disconnect":
-            pass
 
     async def _pump(self, link: ConsoleLink) -> None:
         send = self.send

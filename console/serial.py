@@ -16,7 +16,6 @@ reasons, and these name people).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ from urllib.parse import parse_qs
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
-from console.consumers import CLOSE_CONSOLE_ENDED, CLOSE_SERVICE_RESTART, websocket_admit
+from console.consumers import CLOSE_CONSOLE_ENDED, CLOSE_SERVICE_RESTART, ConsoleConsumer, websocket_admit
 from console.guard import session_guard
 from console.hypervisor import (
     ACTIVE_STATES,
@@ -43,7 +42,7 @@ from console.sessions import console_session_end, console_session_start, serial_
 from console.tickets import Refusal, TicketRefused
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +57,11 @@ def _reason(text: str) -> str:
     return text.encode()[:CLOSE_REASON_MAX].decode(errors="ignore")
 
 
-class SerialConsoleConsumer:
-    """One serial console session: connect (admit, open the stream), relay, disconnect (record)."""
+class SerialConsoleConsumer(ConsoleConsumer[tuple[ConsoleTicket, ConsoleSession, SerialStream]]):
+    """One serial console session: the WebSocket bridged to libvirt's console stream."""
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope, self.receive, self.send = scope, receive, send
+        super().__init__(scope, receive, send)
         self.loop = asyncio.get_running_loop()
         self.output: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.queued = 0
@@ -70,34 +69,9 @@ class SerialConsoleConsumer:
         self.stream: SerialStream | None = None
         self.session: ConsoleSession | None = None
         self.bytes_to_client = self.bytes_from_client = 0
-        self.end_reason = "client closed"
-        self.ended: Refusal | None = None
 
-    @classmethod
-    def as_asgi(cls) -> ASGIApp:
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await cls(scope, receive, send).run()
-
-        return app
-
-    async def run(self) -> None:
-        if (await self.receive())["type"] != "websocket.connect":
-            return
-        try:
-            opened = await self.connect()
-            if opened is not None:
-                await self.relay(*opened)
-            else:
-                while (await self.receive())["type"] != "websocket.disconnect":
-                    pass
-        except asyncio.CancelledError:
-            if self.session is not None:
-                self.end_reason = "worker stopped"
-                with contextlib.suppress(Exception):
-                    await self.send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
-            raise
-        finally:
-            await self.disconnect()
+    def recorded(self) -> bool:
+        return self.session is not None
 
     async def connect(self) -> tuple[ConsoleTicket, ConsoleSession, SerialStream] | None:
         """Admit the connection and open the serial console, or refuse it (saying why: None)."""
@@ -160,8 +134,9 @@ class SerialConsoleConsumer:
         open_serial = sync_to_async(hypervisor_for(ticket.vm.host).open_serial, thread_sensitive=False)
         return await open_serial(ticket.vm.name, on_output=self._output, force=force)
 
-    async def relay(self, ticket: ConsoleTicket, session: ConsoleSession, stream: SerialStream) -> None:
+    async def relay(self, opened: tuple[ConsoleTicket, ConsoleSession, SerialStream]) -> None:
         """Keystrokes to the guest here; the guest's output to the client in a second task."""
+        ticket, session, stream = opened
         pump = asyncio.create_task(self._pump(ticket, session))
         write = sync_to_async(stream.write, thread_sensitive=False)
         try:
