@@ -96,6 +96,13 @@ async def test_console_closing_ends_the_session(user, vms):
     assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
 
 
+async def admitted(comm) -> None:
+    """Connect, and wait for the console's greeting: the handshake is accepted before the
+    checks, so only data from the console says they passed (and the session is recorded)."""
+    assert (await comm.connect())[0]
+    assert await comm.receive_from() == b"HELLO"
+
+
 async def refused_with(comm):
     connected, _ = await comm.connect()
     assert connected  # accepted only to say why
@@ -294,7 +301,9 @@ async def test_a_ticket_opens_only_from_the_origin_it_was_issued_to(user, vms, s
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)  # for :8000
         trusted = [(b"origin", b"https://portal.example"), HOST]
         assert await refused_with(await communicator(vms[0].id, token, user, headers=trusted)) == 4001
-        assert (await (await communicator(vms[0].id, token, user)).connect())[0]
+        comm = await communicator(vms[0].id, token, user)
+        await admitted(comm)
+        await comm.disconnect()
 
 
 @pytest.mark.parametrize("kind", ["websockify", "vv"])
@@ -342,7 +351,9 @@ async def test_consoles_per_user_are_capped(user, vms):
         assert refused == Refusal.TOO_MANY_CONSOLES.value
         await channel.disconnect()
         await another_channel.disconnect()
-        assert (await (await communicator(vms[0].id, second, user)).connect())[0]
+        comm = await communicator(vms[0].id, second, user)
+        await admitted(comm)
+        await comm.disconnect()
 
 
 # -- idle and length limits (console.idleTimeoutMinutes, console.maxSessionMinutes) -------------
