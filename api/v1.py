@@ -8,11 +8,11 @@ registry), so no rule has a second implementation. One error model: every error 
 from datetime import datetime
 from typing import Literal
 
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from ninja import Field, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -20,27 +20,37 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import HttpBearer, django_auth
 
 from console.access import vm_get_for_user
-from console.apitokens import api_token_user
+from console.apitokens import api_token_find
 from console.auth import AuthenticatedRequest
 from console.errors import PortalError
-from console.globalconfig import DEFINITIONS, UnknownSetting, config_set, config_value, definition_get
+from console.globalconfig import (
+    CONSOLE_MODE,
+    DEFINITIONS,
+    UnknownSetting,
+    config_set,
+    config_value,
+    definition_get,
+)
 from console.hosts import host_checks
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import ConsoleSession, ConsoleTicket, GlobalConfigChange, Host, VirtualMachine
+from console.origins import client_ip
 from console.sessions import console_session_end_request
-from console.tickets import RateLimited, console_ticket_issue
-from console.views import VV_MAX_CONNECTIONS, vv_response, vv_unreachable
+from console.tickets import console_ticket_issue
 from console.vms import VmStatus, vm_poweroff, vm_reboot, vm_shutdown, vm_start, vm_status, vm_statuses
+from console.vvfiles import vv_file_issue
 
 
 class TokenAuth(HttpBearer):
     """`Authorization: Bearer vcp_…`: a token its user made on their profile page."""
 
     def authenticate(self, request: HttpRequest, token: str):
-        user = api_token_user(token)
-        if user is not None:
-            request.user = user
-        return user
+        found = api_token_find(token)
+        if found is None:
+            return None
+        request.user = found.user
+        request.api_token_id = found.pk  # type: ignore[attr-defined]  # the tickets it opens end with it
+        return found.user
 
 
 api = NinjaAPI(
@@ -87,8 +97,7 @@ def _error(
 
 @api.exception_handler(PortalError)
 def _portal_error(request: AuthenticatedRequest, exc: PortalError):
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return _error(request, exc.status, exc.code, exc.message, headers=headers)
+    return _error(request, exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers())
 
 
 @api.exception_handler(HypervisorUnavailable)
@@ -156,7 +165,7 @@ class VmOut(Schema):
     url: str
 
 
-def _vm_out(vm: VirtualMachine, status: VmStatus | HypervisorError) -> dict:
+def _vm_out(vm: VirtualMachine, status: VmStatus | HypervisorError, global_mode: str = "") -> dict:
     known = status if isinstance(status, VmStatus) else None
     return {
         "id": vm.id,
@@ -164,7 +173,7 @@ def _vm_out(vm: VirtualMachine, status: VmStatus | HypervisorError) -> dict:
         "host": vm.host.name,
         "owner": vm.owner.get_username(),
         "state": known.state if known else "unknown",
-        "console_mode": vm.effective_console_mode(),
+        "console_mode": known.effective_mode if known else vm.effective_console_mode(global_mode),
         "running_mode": known.running_mode if known else None,
         "restart_required": known.restart_required if known else False,
         "serial_console": vm.serial_console,
@@ -181,10 +190,36 @@ class VmFilters(Schema):
 vms = Router(tags=["VMs"])
 
 
+class VmPage(LimitOffsetPagination):
+    """A page of VMs: the query is sliced first, and only the page's rows are built (one
+    libvirt call per host); `hosts_unavailable` names the hosts that did not answer, whose VMs
+    are listed with the state "unknown"."""
+
+    class Output(Schema):
+        items: list[VmOut]
+        count: int
+        hosts_unavailable: list[str]
+
+    items_attribute = "items"
+
+    def paginate_queryset(self, queryset, pagination, request, **params):
+        offset, limit = pagination.offset, pagination.limit
+        page = list(queryset[offset : offset + limit])
+        statuses = vm_statuses(page)
+        global_mode = config_value(CONSOLE_MODE)
+        down = sorted({vm.host.name for vm in page if isinstance(statuses[vm.id], HypervisorError)})
+        return {
+            "items": [_vm_out(vm, statuses[vm.id], global_mode) for vm in page],
+            "count": queryset.count(),
+            "hosts_unavailable": down,
+        }
+
+
 @vms.get("/", response=list[VmOut], url_name="vm-list")
-@paginate(LimitOffsetPagination)
+@paginate(VmPage)
 def vm_list(request: AuthenticatedRequest, filters: Query[VmFilters]):
-    """The VMs you may use (all of them for staff), with their live state."""
+    """The VMs you may use (all of them for staff), with their live state, a page at a time
+    (`limit` at most 500)."""
     ordering = filters.ordering.replace("host", "host__name")
     rows = (
         VirtualMachine.objects.visible_to(request.user)
@@ -193,10 +228,16 @@ def vm_list(request: AuthenticatedRequest, filters: Query[VmFilters]):
     )
     if filters.host:
         rows = rows.filter(host__name=filters.host)
-    listed = list(rows)
-    statuses = vm_statuses(listed)
-    out = [_vm_out(vm, statuses[vm.id]) for vm in listed]
-    return [row for row in out if not filters.state or row["state"] == filters.state]
+    if filters.state:
+        # The state is libvirt's: one call per host for every matching VM, then the page.
+        statuses = vm_statuses(list(rows.only("id", "name", "host__id", "host__uri", "host__name")))
+        wanted = [
+            vm_id
+            for vm_id, status in statuses.items()
+            if (status.state if isinstance(status, VmStatus) else "unknown") == filters.state
+        ]
+        rows = rows.filter(pk__in=wanted)
+    return rows
 
 
 @vms.get("/{int:vm_id}/", response={200: VmOut, 404: ErrorOut, 503: ErrorOut}, url_name="vm-get")
@@ -233,9 +274,12 @@ for _action, _run, _summary in (
 
 class TicketOut(Schema):
     protocol: str
-    websocket_url: str = Field(description="Open it within `expires_at`; binary frames carry the console.")
+    websocket_url: str = Field(
+        description="Open it within `expires_at`; binary frames carry the console. The portal's proxy "
+        "authenticates to the VM itself: speak VNC with the security type None, or SPICE with any "
+        "password (it is not checked; the ticket is)."
+    )
     token: str
-    password: str = Field(description="The VM's graphics password for this ticket (VNC/SPICE auth).")
     expires_at: datetime
 
 
@@ -258,16 +302,30 @@ def vm_console_ticket(
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     if origin and not _is_origin(origin):
         return _error(request, 422, "invalid", "origin must be scheme://host[:port]", field="origin")
-    issued = console_ticket_issue(user=request.user, vm=vm, kind=ConsoleTicket.Kind.API, origin=origin)
+    issued = console_ticket_issue(
+        user=request.user,
+        vm=vm,
+        kind=ConsoleTicket.Kind.API,
+        origin=origin,
+        session_key=_session_key(request),
+        api_token_id=getattr(request, "api_token_id", None),
+    )
     scheme = "wss" if request.is_secure() else "ws"
     path = reverse("console-ws", args=[vm.id])
     return {
         "protocol": issued.protocol,
         "websocket_url": f"{scheme}://{request.get_host()}{path}?token={issued.token}",
         "token": issued.token,
-        "password": issued.password,
         "expires_at": issued.expires_at,
     }
+
+
+def _session_key(request: AuthenticatedRequest) -> str:
+    """The login session a request came with (the pages' own API calls), whose end ends the
+    consoles it opened; "" for a token's request."""
+    if getattr(request, "api_token_id", None) is not None:
+        return ""
+    return request.session.session_key or ""
 
 
 def _is_origin(value: str) -> bool:
@@ -284,19 +342,21 @@ def _is_origin(value: str) -> bool:
     openapi_extra={"responses": {200: {"content": {"application/x-virt-viewer": {}}}}},
 )
 def vm_console_vv(request: AuthenticatedRequest, vm_id: int, fullscreen: bool = False):
-    """A .vv file for virt-viewer (remote-viewer), with a short-lived password."""
+    """A .vv file for virt-viewer (remote-viewer): through the SPICE proxy, with a one-time
+    password the proxy checks; naming the host, with a short-lived graphics password."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
-    problem = vv_unreachable(vm)
-    if problem:
-        return _error(request, 409, "console_unreachable", problem)
-    issued = console_ticket_issue(
+    download = vv_file_issue(
         user=request.user,
         vm=vm,
-        kind=ConsoleTicket.Kind.VV,
-        seconds=settings.VV_PASSWORD_SECONDS,
-        max_connections=VV_MAX_CONNECTIONS,
+        fullscreen=fullscreen,
+        session_key=_session_key(request),
+        api_token_id=getattr(request, "api_token_id", None),
+        client_address=client_ip(request.META.get("REMOTE_ADDR")),
     )
-    return vv_response(request, vm, issued, fullscreen=fullscreen)
+    response = HttpResponse(download.text, content_type="application/x-virt-viewer")
+    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+    add_never_cache_headers(response)
+    return response
 
 
 # -- console sessions ------------------------------------------------------------------------------
@@ -319,20 +379,24 @@ class SessionOut(Schema):
     bytes_from_client: int
     end_reason: str
 
+    @staticmethod
+    def resolve_user(s: ConsoleSession) -> str | None:
+        return s.user.get_username() if s.user else None
+
+    @staticmethod
+    def resolve_vm(s: ConsoleSession) -> str | None:
+        return s.vm.name if s.vm else None
+
+    @staticmethod
+    def resolve_host(s: ConsoleSession) -> str | None:
+        return s.vm.host.name if s.vm else None
+
+    @staticmethod
+    def resolve_ended_by(s: ConsoleSession) -> str | None:
+        return s.ended_by.get_username() if s.ended_by else None
+
 
 sessions = Router(tags=["Console sessions"])
-
-
-def _session_out(s: ConsoleSession) -> dict:
-    fields = ("id", "via", "protocol", "client_address", "started_at", "ended_at", "worker")
-    return {
-        **{f: getattr(s, f) for f in (*fields, "bytes_to_client", "bytes_from_client", "end_reason")},
-        "user": s.user.get_username() if s.user else None,
-        "vm": s.vm.name if s.vm else None,
-        "vm_id": s.vm_id,
-        "host": s.vm.host.name if s.vm else None,
-        "ended_by": s.ended_by.get_username() if s.ended_by else None,
-    }
 
 
 @sessions.get("/", response=list[SessionOut], url_name="session-list")
@@ -348,7 +412,7 @@ def session_list(
         rows = rows.filter(user=request.user)
     if open is not None:
         rows = rows.filter(ended_at__isnull=open)
-    return [_session_out(s) for s in rows]
+    return rows  # sliced to the page by the pagination, in the database
 
 
 @sessions.post(
@@ -360,9 +424,7 @@ def session_end(request: AuthenticatedRequest, session_id: int):
     _staff(request)
     if not console_session_end_request(session_id=session_id, by=request.user):
         raise Http404("No open console session with this id.")
-    return _session_out(
-        ConsoleSession.objects.select_related("user", "vm__host", "ended_by").get(pk=session_id)
-    )
+    return ConsoleSession.objects.select_related("user", "vm__host", "ended_by").get(pk=session_id)
 
 
 # -- hosts (staff) ---------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from console.models import ApiToken
+from console.models import ApiToken, ConsoleSession
+from console.notices import console_sessions_notify
+from console.sessions import open_sessions
 
 if TYPE_CHECKING:
     from console.auth import User
@@ -36,16 +38,21 @@ def api_token_create(*, user: User, name: str, expires_at: datetime | None = Non
 
 
 def api_token_revoke(*, user: User, token_id: int) -> bool:
-    """Revoke one of `user`'s tokens; False when they have no such live token."""
-    return bool(
+    """Revoke one of `user`'s tokens, ending the consoles opened with it; False when they have
+    no such live token."""
+    revoked = bool(
         ApiToken.objects.filter(user=user, pk=token_id, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
     )
+    if revoked:
+        opened = open_sessions(ConsoleSession.objects.filter(ticket__api_token_id=token_id))
+        console_sessions_notify(opened.values_list("pk", flat=True))
+    return revoked
 
 
-def api_token_user(raw: str) -> User | None:
-    """The active user a live token belongs to, or None (unknown, revoked, expired)."""
+def api_token_find(raw: str) -> ApiToken | None:
+    """The live token `raw` is (its active user selected), or None (unknown, revoked, expired)."""
     if not raw.startswith(TOKEN_PREFIX):
         return None
     token = (
@@ -60,4 +67,4 @@ def api_token_user(raw: str) -> User | None:
         return None
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token

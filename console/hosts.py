@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 import asyncssh
@@ -16,7 +18,11 @@ from console.hypervisor.ssh import public_key_fingerprint, ssh_target
 from console.models import Host
 
 CHECK_TIMEOUT = 8.0  # seconds a host may take to answer a health check
+RECENT_SECONDS = 10.0  # how old a check anonymous callers (/readyz, metrics) may be given
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="host-check")
+_lock = threading.Lock()
+_recent: dict[int, tuple[float, HostHealth]] = {}
+_inflight: dict[int, Future[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -25,37 +31,55 @@ class HostHealth:
     text: str  # "libvirt 9.0.0" or why not
 
 
-def host_check(host: Host) -> HostHealth:
-    """Ask the host for its libvirt version, giving up after CHECK_TIMEOUT (a host that is
-    gone may not even refuse the connection)."""
-    future = _pool.submit(lambda: hypervisor_for(host).version())
+def _finished(host: Host, future: Future[str]) -> None:
     try:
-        return HostHealth(True, future.result(timeout=CHECK_TIMEOUT))
-    except FutureTimeout:
-        return HostHealth(False, f"{host.name} does not answer within {CHECK_TIMEOUT:.0f} s")
+        health = HostHealth(True, future.result())
     except HypervisorError as exc:
-        return HostHealth(False, str(exc))
+        health = HostHealth(False, str(exc))
+    with _lock:
+        _recent[host.pk] = (time.monotonic(), health)
+        if _inflight.get(host.pk) is future:
+            del _inflight[host.pk]
 
 
-_recent: dict[int, tuple[float, HostHealth]] = {}
-RECENT_SECONDS = 10.0
-
-
-def host_checks(hosts: list[Host]) -> dict[int, HostHealth]:
-    """Health of several hosts, checked side by side (and remembered for a few seconds)."""
-    futures = {host.pk: _pool.submit(host_check, host) for host in hosts}
-    results = {pk: future.result() for pk, future in futures.items()}
+def host_checks(hosts: list[Host], *, max_age: float = 0.0) -> dict[int, HostHealth]:
+    """Health of several hosts, side by side: a check made in the last `max_age` seconds, or
+    the one in flight, or a new one. At most one check per host runs at a time, however many
+    ask (a host that is gone may hold its check until libvirt's keep-alive gives up), and
+    each caller waits at most CHECK_TIMEOUT."""
     now = time.monotonic()
-    _recent.update({pk: (now, health) for pk, health in results.items()})
+    results: dict[int, HostHealth] = {}
+    waiting: dict[int, tuple[Host, Future[str]]] = {}
+    with _lock:
+        for host in hosts:
+            seen = _recent.get(host.pk)
+            if seen is not None and now - seen[0] < max_age:
+                results[host.pk] = seen[1]
+                continue
+            future = _inflight.get(host.pk)
+            if future is None:
+                future = _inflight[host.pk] = _pool.submit(hypervisor_for(host).version)
+                future.add_done_callback(partial(_finished, host))
+            waiting[host.pk] = (host, future)
+    deadline = now + CHECK_TIMEOUT
+    for pk, (host, future) in waiting.items():
+        try:
+            results[pk] = HostHealth(True, future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except FutureTimeout:
+            results[pk] = HostHealth(False, f"{host.name} does not answer within {CHECK_TIMEOUT:.0f} s")
+        except HypervisorError as exc:
+            results[pk] = HostHealth(False, str(exc))
     return results
+
+
+def host_check(host: Host) -> HostHealth:
+    """Ask the host for its libvirt version now (or join the check in flight)."""
+    return host_checks([host])[host.pk]
 
 
 def host_health(host: Host) -> HostHealth:
     """A host's health as checked in the last few seconds, or now."""
-    seen = _recent.get(host.pk)
-    if seen is not None and time.monotonic() - seen[0] < RECENT_SECONDS:
-        return seen[1]
-    return host_checks([host])[host.pk]
+    return host_checks([host], max_age=RECENT_SECONDS)[host.pk]
 
 
 def ssh_host_key_offered(host: Host) -> str | None:

@@ -13,12 +13,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.urls import reverse
 
-from console.globalconfig import CONSOLE_MODE, config_value
-
 if TYPE_CHECKING:
     from console.auth import User
-
-if TYPE_CHECKING:
     from console.hypervisor.ssh import SshTarget
 
 
@@ -300,12 +296,12 @@ class VirtualMachine(models.Model):
             return False
         return user.is_staff or self.owner_id == user.pk
 
-    def effective_console_mode(self, global_mode: str | None = None) -> str:
-        """The mode a start would use now: the VM's override, or the global kvm.consoleMode
-        (read now, unless the caller read it once for many VMs)."""
+    def effective_console_mode(self, global_mode: str) -> str:
+        """The mode a start would use now: the VM's override, or `global_mode` (kvm.consoleMode,
+        which the caller reads once for however many VMs)."""
         if self.console_mode != ConsoleModeChoice.INHERIT:
             return self.console_mode
-        return global_mode or config_value(CONSOLE_MODE)
+        return global_mode
 
 
 class VmEvent(models.Model):
@@ -382,6 +378,19 @@ class ConsoleTicket(models.Model):
     view_only = models.BooleanField(
         default=False, help_text="Watch only: the proxy drops the client's keys, mouse and clipboard."
     )
+    client_secret_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the one-time password a .vv file through the SPICE proxy carries.",
+    )
+    api_token = models.ForeignKey(
+        "ApiToken",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="The API token it was issued with: revoking the token ends its consoles.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -425,6 +434,11 @@ class ConsoleSession(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="The administrator who ended it.",
+    )
+    established_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the console answered and its handshake completed (serial: when it was opened).",
     )
 
     class Meta:
@@ -490,3 +504,23 @@ class ConsoleShare(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vm} shared with {self.viewer}"
+
+
+class GraphicsSecret(models.Model):
+    """The running VM's graphics password, which only the portal's proxies use (they
+    authenticate to QEMU themselves; no browser ever holds it). Stored encrypted with a key
+    derived from SECRET_KEY; rotated when its validity runs low, when the VM restarted
+    (another domain instance) or after a .vv file that names the host directly carried it."""
+
+    vm = models.OneToOneField(
+        VirtualMachine, on_delete=models.CASCADE, primary_key=True, related_name="graphics_secret"
+    )
+    domain_id = models.IntegerField(null=True, help_text="The domain instance it was set on.")
+    password = models.CharField(max_length=255, blank=True, help_text="Encrypted (Fernet).")
+    valid_until = models.DateTimeField(null=True)
+    rotated_at = models.DateTimeField(null=True)
+    rotations = models.PositiveIntegerField(default=0)
+    locked_at = models.DateTimeField(null=True, help_text="Last taken to rotate it (serializes rotations).")
+
+    def __str__(self) -> str:
+        return f"graphics password of {self.vm}"

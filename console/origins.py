@@ -7,6 +7,7 @@ not enough: another port or scheme on the same host is another site.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -78,3 +79,14 @@ def request_origin(request: HttpRequest) -> str:
         or origin_normalize(f"{request.scheme}://{request.get_host()}")
         or ""
     )
+
+
+def client_ip(value: object) -> str | None:
+    """A client's address as the records keep it: an IP address, or None for anything else (a
+    forged X-Forwarded-For value, a UNIX socket's path)."""
+    if not isinstance(value, str) or not value or len(value) > 45:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None

@@ -1,10 +1,10 @@
 from django.urls import path
 
-from console.consumers import ConsoleProxyConsumer
-from console.serial import SerialConsoleConsumer
+from console.models import ConsoleTicket
+from console.proxy.websocket import console_websocket
 
 # Channels routes by Django's path(), whose stubs expect views, not ASGI apps.
 websocket_urlpatterns = [
-    path("ws/console/<int:vm_id>/", ConsoleProxyConsumer.as_asgi()),  # type: ignore[arg-type]
-    path("ws/serial/<int:vm_id>/", SerialConsoleConsumer.as_asgi()),  # type: ignore[arg-type]
+    path("ws/console/<int:vm_id>/", console_websocket(ConsoleTicket.Kind.BROWSER)),  # type: ignore[arg-type]
+    path("ws/serial/<int:vm_id>/", console_websocket(ConsoleTicket.Kind.SERIAL)),  # type: ignore[arg-type]
 ]

@@ -12,8 +12,10 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from console.metrics import BYTES, SESSIONS_ENDED, SESSIONS_STARTED, reason_label
-from console.models import ConsoleProtocol, ConsoleSession, ConsoleShare, ConsoleTicket
+from console.errors import End
+from console.metrics import BYTES, SESSIONS_ENDED, SESSIONS_STARTED
+from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket
+from console.notices import console_sessions_notify
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -21,7 +23,32 @@ if TYPE_CHECKING:
     from django.db.models import QuerySet
 
     from console.auth import User
-    from console.models import VirtualMachine
+
+
+# End reasons as metric labels: a bounded set, and never a person's name.
+_PLAIN_REASONS = {
+    "client closed",
+    "console closed",
+    "worker stopped",
+    "worker lost",
+    "serial console busy",
+    "console unavailable",
+    "closed",
+    "downloaded",
+}
+
+
+def reason_label(reason: str) -> str:
+    if reason in _PLAIN_REASONS:
+        return reason
+    for end in End:
+        if reason == end.reason:
+            return end.name.lower()
+    if "took over the serial console" in reason or "in another window" in reason:
+        return "taken_over"
+    if reason.startswith("the VM stopped") or "closed its serial console" in reason:
+        return "vm_stopped"
+    return "other"
 
 
 def _worker() -> str:
@@ -33,6 +60,11 @@ def open_sessions(rows: QuerySet[ConsoleSession]) -> QuerySet[ConsoleSession]:
     """The sessions among `rows` open now: not ended, and their process alive (a recent heartbeat)."""
     fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
     return rows.filter(ended_at__isnull=True, seen_at__gte=fresh)
+
+
+def console_session_established(*, session_id: int) -> None:
+    """The console answered and the client's handshake completed (serial: it was opened)."""
+    ConsoleSession.objects.filter(pk=session_id).update(established_at=timezone.now())
 
 
 def console_session_start(*, ticket: ConsoleTicket, via: str, client_address: str | None) -> ConsoleSession:
@@ -77,12 +109,16 @@ def console_sessions_end_requested(session_ids: Iterable[int]) -> set[int]:
 
 def console_session_end_request(*, session_id: int, by: User) -> bool:
     """An administrator ends an open session, wherever it runs: its relaying process ends it at
-    its next check (every CONSOLE_RECHECK_SECONDS). False if it is not open."""
-    return bool(
+    once when the notice reaches it, at its next check (CONSOLE_RECHECK_SECONDS) otherwise.
+    False if it is not open."""
+    ended = bool(
         ConsoleSession.objects.filter(
             pk=session_id, ended_at__isnull=True, end_requested_at__isnull=True
         ).update(end_requested_at=timezone.now(), ended_by=by)
     )
+    if ended:
+        console_sessions_notify([session_id])
+    return ended
 
 
 def console_sessions_sweep() -> int:
@@ -124,36 +160,23 @@ def console_download_record(*, ticket: ConsoleTicket, client_address: str | None
 
 
 def serial_console_holder(
-    *, vm_id: int, besides: int, since: datetime | None = None
+    *, vm_id: int, besides: int | None, since: datetime | None = None
 ) -> ConsoleSession | None:
     """The open portal session holding the VM's serial console, if any besides session
-    `besides`; with `since`, only one opened after that time. Its user is selected."""
+    `besides`: the one that opened it last (a session still opening holds nothing). With
+    `since`, the one that took it after that time, opened or still opening. Its user is
+    selected."""
     fresh = timezone.now() - timedelta(seconds=3 * settings.CONSOLE_RECHECK_SECONDS + 5)
     rows = ConsoleSession.objects.filter(
         vm_id=vm_id, protocol=ConsoleProtocol.SERIAL, ended_at__isnull=True, seen_at__gte=fresh
-    ).exclude(pk=besides)
+    ).exclude(pk=besides or 0)
     if since is not None:
-        rows = rows.filter(started_at__gt=since)
-    return rows.select_related("user").order_by("-started_at").first()
-
-
-def console_share_create(*, vm: VirtualMachine, username: str, by: User) -> ConsoleShare:
-    """Share `vm`'s console with the user named `username`, to watch read-only; ValueError says
-    why not (no such user, the owner themself, already shared)."""
-    from django.contrib.auth import get_user_model
-
-    viewer = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
-    if viewer is None:
-        raise ValueError(f"There is no active user {username.strip()!r}.")
-    if viewer.pk == vm.owner_id:
-        raise ValueError(f"{username} owns {vm.name} already.")
-    if ConsoleShare.objects.filter(vm=vm, viewer=viewer, ended_at__isnull=True).exists():
-        raise ValueError(f"{vm.name} is shared with {username} already.")
-    return ConsoleShare.objects.create(vm=vm, viewer=viewer, shared_by=by)
-
-
-def console_share_end(*, vm: VirtualMachine, share_id: int) -> bool:
-    """Stop a share; the viewer's open consoles end at their next check (the guard)."""
-    return bool(
-        ConsoleShare.objects.filter(vm=vm, pk=share_id, ended_at__isnull=True).update(ended_at=timezone.now())
+        return rows.filter(started_at__gt=since).select_related("user").order_by("-started_at").first()
+    return (
+        rows.filter(established_at__isnull=False).select_related("user").order_by("-established_at").first()
     )
+
+
+def open_session_ids(**filters: object) -> list[int]:
+    """Ids of the open sessions matching `filters` (ConsoleSession fields)."""
+    return list(open_sessions(ConsoleSession.objects.filter(**filters)).values_list("pk", flat=True))

@@ -1,11 +1,11 @@
-"""Console tickets: issue one (and open the VM's console password for it), admit connections,
-and check, for as long as a console stays open, that the right it was issued on still holds.
+"""Console tickets: issue one, admit connections, and check, for as long as a console stays
+open, that the right it was issued on still holds.
 
 A ticket is a random token (192 bits, hex, so it can also stand as a host name in a .vv
 file's proxy CONNECT) that only the client sees; the database keeps its SHA-256. Issuing one
-reads the console endpoint from the running domain's live XML and sets a fresh graphics
-password on the domain that expires with the ticket, so even someone who can reach the
-console port on the host cannot connect without one.
+reads the console endpoint from the running domain's live XML and makes sure the VM's
+graphics password (which only the portal's proxies know: console/graphics.py) stays valid
+for the ticket's life; the console port itself admits nobody without it.
 
 A ticket admits connections on one path only (its kind), from the page origin that asked for
 it, to the domain instance that was running when it was issued. The right behind it — the
@@ -16,7 +16,6 @@ console stays open.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 from collections.abc import Iterable
@@ -31,15 +30,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.access import vm_may_use, vm_shared_with
-from console.domainxml import (
-    GraphicsEndpoint,
-    graphics_endpoint,
-    graphics_password_new,
-    graphics_password_xml,
-    has_serial_console,
-)
-from console.errors import PortalError
+from console.domainxml import GraphicsEndpoint, graphics_endpoint, has_serial_console
+from console.errors import ConsoleUnavailable, End, RateLimited, Refused
 from console.globalconfig import IDLE_TIMEOUT, MAX_SESSION, MAX_SESSIONS_PER_USER, config_int
+from console.graphics import graphics_password_ensure
 from console.hypervisor import (
     ACTIVE_STATES,
     DomainNotFound,
@@ -59,96 +53,17 @@ TICKET_RETENTION = timedelta(days=1)
 RATE_WINDOW = timedelta(seconds=60)
 
 
-class ConsoleUnavailable(PortalError):
-    """The VM has no console to open now (not running, or no graphics device); says why."""
-
-    status = 409
-    code = "console_unavailable"
-
-
-class RateLimited(PortalError):
-    """Too many tickets asked for in a short time; `retry_after` says when to try again (s)."""
-
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Refusal(enum.Enum):
-    """Why a connection was refused or ended; the value is the WebSocket close code."""
-
-    FOREIGN_ORIGIN = 4001
-    NOT_LOGGED_IN = 4002
-    UNKNOWN_TICKET = 4003
-    EXPIRED = 4004
-    EXHAUSTED = 4005
-    OTHER_USER = 4006
-    OTHER_VM = 4007
-    FORBIDDEN = 4008
-    LOGGED_OUT = 4009
-    WRONG_PATH = 4012
-    VM_RESTARTED = 4013
-    TOO_MANY_CONSOLES = 4014
-    HOST_DOWN = 4015
-    PASSWORD_CHANGED = 4016
-    DEACTIVATED = 4017
-    SERIAL_BUSY = 4018
-    TAKEN_OVER = 4019
-    ENDED_BY_ADMIN = 4020
-    IDLE = 4021
-    TOO_LONG = 4022
-    SHARE_ENDED = 4023
-    VIEW_ONLY = 4024
-
-    @property
-    def message(self) -> str:
-        return _REFUSAL_MESSAGES[self]
-
-
-_REFUSAL_MESSAGES = {
-    Refusal.FOREIGN_ORIGIN: "the page is not served by this portal",
-    Refusal.NOT_LOGGED_IN: "not logged in",
-    Refusal.UNKNOWN_TICKET: "unknown console ticket",
-    Refusal.EXPIRED: "the console ticket has expired",
-    Refusal.EXHAUSTED: "the console ticket has been used up",
-    Refusal.OTHER_USER: "the console ticket belongs to another user",
-    Refusal.OTHER_VM: "the console ticket is for another VM",
-    Refusal.FORBIDDEN: "you may no longer use this VM",
-    Refusal.LOGGED_OUT: "you logged out (or your login expired)",
-    Refusal.WRONG_PATH: "the console ticket was issued for another console proxy",
-    Refusal.VM_RESTARTED: "the VM stopped or restarted since the ticket was issued",
-    Refusal.TOO_MANY_CONSOLES: "you have too many consoles open",
-    Refusal.HOST_DOWN: "the VM's host does not answer",
-    Refusal.PASSWORD_CHANGED: "your password was changed",
-    Refusal.DEACTIVATED: "your account was deactivated",
-    Refusal.SERIAL_BUSY: "someone else has the serial console open",
-    Refusal.TAKEN_OVER: "an administrator took over the serial console",
-    Refusal.ENDED_BY_ADMIN: "an administrator ended this console session",
-    Refusal.IDLE: "the console was idle too long (console.idleTimeoutMinutes)",
-    Refusal.TOO_LONG: "the console reached its maximum length (console.maxSessionMinutes)",
-    Refusal.SHARE_ENDED: "the owner stopped sharing this console",
-    Refusal.VIEW_ONLY: "this console is view-only: its keyboard and mouse channel is not opened",
-}
-
-
-class TicketRefused(Exception):
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message)
-        self.refusal = refusal
-
-
 @dataclass(frozen=True)
 class IssuedTicket:
-    """What the client gets: the token and the graphics password, shown once."""
+    """What the client gets, shown once: the token, and for a .vv file its password (a
+    one-time secret the SPICE proxy checks, or, for a file that names the host directly, the
+    VM's graphics password for the file's short life)."""
 
     token: str
-    password: str
     protocol: str
     expires_at: datetime
     ticket: ConsoleTicket
+    vv_password: str = ""
 
 
 def token_hash(token: str) -> str:
@@ -177,7 +92,8 @@ def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
 
 
 def _rate_check(user: User, vm: VirtualMachine, now: datetime) -> None:
-    """Each ticket rotates the VM's graphics password: refuse floods, per user and VM and per user."""
+    """Tickets cost libvirt calls (and may rotate the VM's graphics password): refuse floods,
+    per user and VM and per user."""
     since = now - RATE_WINDOW
     recent = ConsoleTicket.objects.filter(user=user, created_at__gte=since)
     for rows, limit, what in (
@@ -196,6 +112,11 @@ def _rate_check(user: User, vm: VirtualMachine, now: datetime) -> None:
             )
 
 
+# A ticket's password stays valid this long after the ticket expires: a console's last channel
+# may connect in the ticket's last second and still meet the same password.
+PASSWORD_MARGIN = timedelta(seconds=30)
+
+
 def console_ticket_issue(
     *,
     user: User,
@@ -206,11 +127,16 @@ def console_ticket_issue(
     seconds: int | None = None,
     max_connections: int | None = None,
     view_only: bool = False,
+    api_token_id: int | None = None,
+    vv_spice_proxy: bool = False,
 ) -> IssuedTicket:
-    """Issue a ticket for `user` to `vm`'s console and open the console's password for it.
+    """Issue a ticket for `user` to `vm`'s console.
 
-    `origin` is the page that will connect (browser kinds); `session_key` the login session
-    whose end ends the ticket's consoles.
+    `origin` is the page that will connect (browser kinds); `session_key` the login session,
+    `api_token_id` the API token, whose end ends the ticket's consoles. A .vv ticket (kind
+    "vv") comes with the file's password: a one-time secret the SPICE proxy checks (a SPICE
+    console, `vv_spice_proxy`), or else, for a file naming the host (which no proxy sees), a
+    fresh graphics password of the VM, valid as long as the ticket.
     """
     if not vm_may_use(user, vm) and not (view_only and vm_shared_with(user, vm)):
         raise PermissionError(f"{user} may not use {vm}")
@@ -222,14 +148,31 @@ def console_ticket_issue(
     hypervisor = hypervisor_for(vm.host)
     domain_id = hypervisor.domain_id(vm.name)
     expires_at = now + timedelta(seconds=seconds)
-    password = graphics_password_new(endpoint.type)
+    vv_password = client_secret = ""
+    vv_direct = kind == ConsoleTicket.Kind.VV and not (vv_spice_proxy and endpoint.type == "spice")
     try:
-        hypervisor.update_graphics(
-            vm.name,
-            graphics_password_xml(live_xml, password=password, valid_until=expires_at),
-        )
+        if vv_direct:
+            vv_password = graphics_password_ensure(
+                vm=vm,
+                hypervisor=hypervisor,
+                live_xml=live_xml,
+                domain_id=domain_id,
+                min_valid=timedelta(seconds=seconds),
+                force=True,
+                valid_for=timedelta(seconds=seconds),
+            ).password
+        else:
+            graphics_password_ensure(
+                vm=vm,
+                hypervisor=hypervisor,
+                live_xml=live_xml,
+                domain_id=domain_id,
+                min_valid=timedelta(seconds=seconds) + PASSWORD_MARGIN,
+            )
     except (DomainNotRunning, DomainNotFound):
         raise ConsoleUnavailable(f"{vm.name} stopped; start it to open its console.") from None
+    if kind == ConsoleTicket.Kind.VV and not vv_direct:
+        vv_password = client_secret = secrets.token_urlsafe(24)
     token = secrets.token_hex(24)
     ConsoleTicket.objects.filter(expires_at__lt=now - TICKET_RETENTION).delete()
     console_sessions_sweep()  # so a lost worker's consoles do not count against the user
@@ -250,8 +193,10 @@ def console_ticket_issue(
         auth_hash=auth_hash(user),
         domain_id=domain_id,
         view_only=view_only,
+        client_secret_hash=hashlib.sha256(client_secret.encode()).hexdigest() if client_secret else "",
+        api_token_id=api_token_id,
     )
-    return IssuedTicket(token, password, endpoint.type, expires_at, ticket)
+    return IssuedTicket(token, endpoint.type, expires_at, ticket, vv_password)
 
 
 def serial_ticket_issue(*, user: User, vm: VirtualMachine, origin: str, session_key: str) -> IssuedTicket:
@@ -290,7 +235,7 @@ def serial_ticket_issue(*, user: User, vm: VirtualMachine, origin: str, session_
         auth_hash=auth_hash(user),
         domain_id=hypervisor.domain_id(vm.name),
     )
-    return IssuedTicket(token, "", ConsoleProtocol.SERIAL, expires_at, ticket)
+    return IssuedTicket(token, ConsoleProtocol.SERIAL, expires_at, ticket)
 
 
 def console_tickets_revoke(*, vm: VirtualMachine, reason: str) -> int:
@@ -311,22 +256,27 @@ def _session_users(session_keys: Iterable[str]) -> dict[str, str | None]:
     return users
 
 
-def _right_refusal(ticket: ConsoleTicket, session_users: dict[str, str | None]) -> Refusal | None:
+def _right_refusal(ticket: ConsoleTicket, session_users: dict[str, str | None]) -> End | None:
     """Whether the right the ticket was issued on still holds (None) or why not."""
     user = ticket.user
+    token = ticket.api_token
+    if token is not None and (
+        token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= timezone.now())
+    ):
+        return End.TOKEN_REVOKED
     if not user.is_active:
-        return Refusal.DEACTIVATED
+        return End.DEACTIVATED
     if ticket.auth_hash != auth_hash(user):
-        return Refusal.PASSWORD_CHANGED
+        return End.PASSWORD_CHANGED
     if ticket.session_key and session_users.get(ticket.session_key) != str(user.pk):
-        return Refusal.LOGGED_OUT
+        return End.LOGGED_OUT
     if not vm_may_use(user, ticket.vm):
         if not ticket.view_only:
-            return Refusal.FORBIDDEN
+            return End.FORBIDDEN
         if not vm_shared_with(user, ticket.vm):
-            return Refusal.SHARE_ENDED
+            return End.SHARE_ENDED
     if ticket.revoked_at is not None:
-        return Refusal.VM_RESTARTED
+        return End.VM_RESTARTED
     return None
 
 
@@ -339,11 +289,9 @@ def console_input_record(ticket_ids: Iterable[int]) -> None:
     ConsoleTicket.objects.filter(pk__in=set(ticket_ids)).update(last_input_at=timezone.now())
 
 
-def _limit_refusal(
-    ticket: ConsoleTicket, now: datetime, idle_minutes: int, max_minutes: int
-) -> Refusal | None:
+def _limit_refusal(ticket: ConsoleTicket, now: datetime, idle_minutes: int, max_minutes: int) -> End | None:
     if max_minutes and now - ticket.created_at > timedelta(minutes=max_minutes):
-        return Refusal.TOO_LONG
+        return End.TOO_LONG
     last_input = ticket.last_input_at or ticket.created_at
     watching = ticket.view_only  # a watcher has no input to give
     if (
@@ -352,14 +300,16 @@ def _limit_refusal(
         and not watching
         and now - last_input > timedelta(minutes=idle_minutes)
     ):
-        return Refusal.IDLE
+        return End.IDLE
     return None
 
 
-def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, Refusal | None]:
+def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, End | None]:
     """For open consoles: each ticket's refusal, if its right no longer holds or a limit (idle,
     length) is reached (in a few queries)."""
-    tickets = list(ConsoleTicket.objects.select_related("user", "vm").filter(pk__in=set(ticket_ids)))
+    tickets = list(
+        ConsoleTicket.objects.select_related("user", "vm", "api_token").filter(pk__in=set(ticket_ids))
+    )
     session_users = _session_users(t.session_key for t in tickets if t.session_key)
     now, idle, longest = timezone.now(), config_int(IDLE_TIMEOUT), config_int(MAX_SESSION)
     found = {
@@ -367,7 +317,7 @@ def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, Refusal | None]
         for ticket in tickets
     }
     # A ticket deleted under an open console (its VM or user deleted) ends it too.
-    return {pk: found.get(pk, Refusal.FORBIDDEN) for pk in set(ticket_ids)}
+    return {pk: found.get(pk, End.FORBIDDEN) for pk in set(ticket_ids)}
 
 
 def _open_consoles(user_id: int, *, besides: int) -> int:
@@ -398,7 +348,7 @@ def console_ticket_admit(
     vm_id: int | None = None,
     port: int | None = None,
 ) -> ConsoleTicket:
-    """Count one connection on a ticket, or raise TicketRefused saying why.
+    """Count one connection on a ticket, or raise Refused saying why.
 
     `kind` is the path asking (a ticket admits on its own path only); `origin`, when given,
     must be the page origin the ticket was issued to; `user` and `vm_id` must be the
@@ -407,45 +357,47 @@ def console_ticket_admit(
     Refused connections use up nothing.
     """
     ticket = (
-        ConsoleTicket.objects.select_related("vm__host", "user").filter(token_hash=token_hash(token)).first()
+        ConsoleTicket.objects.select_related("vm__host", "user", "api_token")
+        .filter(token_hash=token_hash(token))
+        .first()
         if token
         else None
     )
     if ticket is None:
-        raise TicketRefused(Refusal.UNKNOWN_TICKET)
+        raise Refused(End.UNKNOWN_TICKET)
     if ticket.kind != kind:
-        raise TicketRefused(Refusal.WRONG_PATH)
+        raise Refused(End.WRONG_PATH)
     if origin is not None and ticket.origin and origin != ticket.origin:
-        raise TicketRefused(Refusal.FOREIGN_ORIGIN)
+        raise Refused(End.FOREIGN_ORIGIN)
     if user is not None and ticket.user_id != user.pk:
-        raise TicketRefused(Refusal.OTHER_USER)
+        raise Refused(End.OTHER_USER)
     if vm_id is not None and ticket.vm_id != vm_id:
-        raise TicketRefused(Refusal.OTHER_VM)
+        raise Refused(End.OTHER_VM)
     if port is not None and port not in (ticket.port, ticket.tls_port):
-        raise TicketRefused(Refusal.OTHER_VM)
+        raise Refused(End.OTHER_VM)
     now = timezone.now()
     if ticket.expires_at <= now:
-        raise TicketRefused(Refusal.EXPIRED)
+        raise Refused(End.EXPIRED)
     session_users = _session_users([ticket.session_key] if ticket.session_key else [])
     refusal = _right_refusal(ticket, session_users)
     if refusal is not None:
-        raise TicketRefused(refusal)
+        raise Refused(refusal)
     limit = config_int(MAX_SESSIONS_PER_USER)
     if limit > 0 and _open_consoles(ticket.user_id, besides=ticket.pk) >= limit:
-        raise TicketRefused(Refusal.TOO_MANY_CONSOLES)
+        raise Refused(End.TOO_MANY_CONSOLES)
     # The domain that answers now must be the one the ticket was issued for: a VM restarted
     # since may listen on the same port, and the ticket must not open its new console.
     try:
         live_id = hypervisor_for(ticket.vm.host).domain_id(ticket.vm.name)
     except HypervisorUnavailable:
-        raise TicketRefused(Refusal.HOST_DOWN) from None
+        raise Refused(End.HOST_DOWN) from None
     if live_id is None or live_id != ticket.domain_id:
-        raise TicketRefused(Refusal.VM_RESTARTED)
+        raise Refused(End.VM_RESTARTED)
     # One conditional UPDATE, so concurrent connections cannot exceed the cap.
     admitted = ConsoleTicket.objects.filter(
         pk=ticket.pk, expires_at__gt=now, connections__lt=F("max_connections")
     ).update(connections=F("connections") + 1)
     if not admitted:
-        raise TicketRefused(Refusal.EXHAUSTED)
+        raise Refused(End.EXHAUSTED)
     ticket.ssh = ssh_target(ticket.vm.host)  # how the proxy reaches the console (None: directly)
     return ticket

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from datetime import timedelta
@@ -21,23 +20,16 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
+from console.errors import ConsoleUnavailable, RateLimited, VmStateConflict, end_table
 from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, config_int, config_value
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
-from console.hypervisor.ssh import ssh_target
 from console.models import ConsolePreference, ConsoleSession, ConsoleTicket, VirtualMachine
-from console.origins import request_origin
+from console.origins import client_ip, request_origin
 from console.screenshots import vm_thumbnail
-from console.sessions import console_download_record, console_share_create, console_share_end, open_sessions
-from console.tickets import (
-    IDLE_KINDS,
-    ConsoleUnavailable,
-    RateLimited,
-    console_endpoint,
-    console_ticket_issue,
-    serial_ticket_issue,
-)
+from console.sessions import open_sessions
+from console.shares import console_share_create, console_share_end
+from console.tickets import IDLE_KINDS, console_endpoint, console_ticket_issue, serial_ticket_issue
 from console.vms import (
-    VmActionRefused,
     vm_poweroff,
     vm_reboot,
     vm_shutdown,
@@ -45,7 +37,7 @@ from console.vms import (
     vm_status,
     vm_statuses,
 )
-from console.vv import VvFile, vv_render
+from console.vvfiles import vv_file_issue
 from portal.security import content_security_policy
 
 if TYPE_CHECKING:
@@ -53,6 +45,7 @@ if TYPE_CHECKING:
 
     from console.auth import AuthenticatedRequest
     from console.tickets import IssuedTicket
+    from console.vvfiles import VvDownload
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +73,16 @@ def vm_list(request: AuthenticatedRequest) -> HttpResponse:
 def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     preference = ConsolePreference.objects.filter(user=request.user).first()
-    consoles = (
-        open_sessions(ConsoleSession.objects.filter(vm=vm)).select_related("user").order_by("started_at")
-    )
+    every_open = open_sessions(ConsoleSession.objects.filter(vm=vm))
+    consoles = every_open.select_related("user").order_by("started_at")
     if not request.user.is_staff:
         consoles = consoles.filter(user=request.user)
+    shares = list(vm.shares.filter(ended_at__isnull=True).select_related("viewer"))
+    # Who watches now: the viewers' open sessions, which an owner who is not staff sees only
+    # this way (their list of consoles holds their own).
+    watching = set(
+        every_open.filter(user__in=[s.viewer_id for s in shares]).values_list("user_id", flat=True)
+    )
     return render(
         request,
         "console/vm_detail.html",
@@ -92,10 +90,7 @@ def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
             "vm": vm,
             "status": vm_status(vm),
             "open_consoles": consoles,
-            "shares": [
-                (share, any(s.user_id == share.viewer_id for s in consoles))
-                for share in vm.shares.filter(ended_at__isnull=True).select_related("viewer")
-            ],
+            "shares": [(share, share.viewer_id in watching) for share in shares],
             "events": vm.events.select_related("user")[:10],
             "vv_fullscreen": preference.vv_fullscreen if preference else False,
         },
@@ -117,7 +112,7 @@ def vm_action(request: AuthenticatedRequest, vm_id: str, action: str) -> HttpRes
     run, done = ACTIONS[action]
     try:
         result = run(vm=vm, user=request.user)
-    except VmActionRefused as exc:
+    except VmStateConflict as exc:
         messages.warning(request, str(exc))
     except HypervisorUnavailable:
         raise
@@ -136,11 +131,11 @@ def vm_action(request: AuthenticatedRequest, vm_id: str, action: str) -> HttpRes
 
 
 def _ticket_payload(vm: VirtualMachine, issued: IssuedTicket) -> dict:
-    """What a console page needs to connect: where, with which token and password, until when."""
+    """What a console page needs to connect: where, with which token, until when. No password:
+    the portal's proxy authenticates to the VM itself."""
     return {
         "protocol": issued.protocol,
         "token": issued.token,
-        "password": issued.password,
         "expires": issued.expires_at.isoformat(),
         "wsPath": reverse("console-ws", args=[vm.id]),
         "proxyUrl": settings.CONSOLE_PROXY_URL if issued.ticket.kind == ConsoleTicket.Kind.WEBSOCKIFY else "",
@@ -179,6 +174,7 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "vv_fullscreen": preference.vv_fullscreen if preference else False,
         "view_only": view_only,
         "may_operate": not must_watch,
+        "ends": end_table(),
     }
     template = "console/console_spice.html" if endpoint.type == "spice" else "console/console_vnc.html"
     return render(request, template, context)
@@ -215,18 +211,10 @@ def _ticket_response(
     issue: Callable[[], IssuedTicket],
     ws_path: str | None = None,
 ) -> JsonResponse:
-    """Issue a ticket and answer with what a page needs to connect, or why it cannot."""
-    try:
-        issued = issue()
-    except ConsoleUnavailable as exc:
-        return JsonResponse({"error": str(exc)}, status=409)
-    except RateLimited as exc:
-        response = JsonResponse({"error": str(exc), "retryAfter": exc.retry_after}, status=429)
-        response["Retry-After"] = str(exc.retry_after)
-        return response
-    except HypervisorUnavailable as exc:
-        detail = f": {exc}" if request.user.is_staff else ""
-        return JsonResponse({"error": f"host {vm.host.name} does not answer{detail}"}, status=503)
+    """Issue a ticket and answer with what a page needs to connect (why not: the errors'
+    handler answers, in JSON)."""
+    request.json_errors = True  # type: ignore[attr-defined]  # read by PortalErrorMiddleware
+    issued = issue()
     payload = _ticket_payload(vm, issued)
     if ws_path is not None:
         payload.update(wsPath=ws_path, proxyUrl="")  # the portal's own WebSocket, never websockify
@@ -257,6 +245,7 @@ def vm_serial(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "ticket_url": reverse("console:vm-serial-ticket", args=[vm.id]),
         "state_url": reverse("console:vm-state", args=[vm.id]),
         "may_take_over": request.user.is_staff,
+        "ends": end_table(),
     }
     response = render(request, "console/serial.html", context)
     response["Content-Security-Policy"] = content_security_policy(style_nonce=nonce)
@@ -374,95 +363,36 @@ def console_ws_http(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     return HttpResponse("This is a WebSocket endpoint.\n", status=426, content_type="text/plain")
 
 
-VV_MAX_CONNECTIONS = 16  # remote-viewer opens a channel each for display, inputs, cursor, audio, USB...
-
-
-def vv_unreachable(vm: VirtualMachine) -> str:
-    """Why a .vv file for this VM could not reach its console, if it could not: consoles of
-    remote hosts listen on that host's loopback, which only the portal's proxies reach. Asked
-    before a ticket is issued, so a refusal rotates no password."""
-    if ssh_target(vm.host) is None or not ipaddress_is_loopback(vm.host.console_client_address):
-        return ""
-    protocol = console_endpoint(vm)[0].type
-    if protocol == "spice" and not settings.SPICE_PROXY_URL:
-        return (
-            f"{vm.name} runs on {vm.host.name}, whose consoles are reachable only through the "
-            "portal's SPICE proxy, and none is configured (SPICE_PROXY_URL). Use the browser console."
-        )
-    if protocol == "vnc":
-        return (
-            f"{vm.name} runs on {vm.host.name} with a VNC console, which virt-viewer cannot reach: "
-            "it listens on that host's loopback and remote-viewer takes no proxy for VNC. Use the "
-            "browser console, or restart the VM with SPICE."
-        )
-    return ""
-
-
-def ipaddress_is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
 @login_required
 @require_POST
 def vm_console_vv(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
-    """A .vv file that opens the running VM's console in virt-viewer, with a short-lived password."""
+    """A .vv file that opens the running VM's console in virt-viewer."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     preference, _ = ConsolePreference.objects.get_or_create(user=request.user)
     if request.POST.get("preferences") == "1":  # the form's checkbox, remembered for next time
         preference.vv_fullscreen = request.POST.get("fullscreen") == "1"
         preference.save(update_fields=["vv_fullscreen"])
     try:
-        problem = vv_unreachable(vm)
-    except ConsoleUnavailable as exc:
-        messages.error(request, str(exc))
-        return redirect(vm)
-    if problem:
-        messages.error(request, problem)
-        return redirect(vm)
-    try:
-        issued = console_ticket_issue(
+        download = vv_file_issue(
             user=request.user,
             vm=vm,
-            kind=ConsoleTicket.Kind.VV,
+            fullscreen=preference.vv_fullscreen,
             session_key=request.session.session_key or "",
-            seconds=settings.VV_PASSWORD_SECONDS,
-            max_connections=VV_MAX_CONNECTIONS,
+            client_address=client_ip(request.META.get("REMOTE_ADDR")),
         )
     except ConsoleUnavailable as exc:
-        messages.error(request, str(exc))
+        messages.error(request, exc.message)
         return redirect(vm)
     except RateLimited as exc:
         response = render(request, "console/rate_limited.html", {"vm": vm, "message": str(exc)}, status=429)
         response["Retry-After"] = str(exc.retry_after)
         return response
-    return vv_response(request, vm, issued, fullscreen=preference.vv_fullscreen)
+    return vv_response(download)
 
 
-def vv_response(
-    request: AuthenticatedRequest, vm: VirtualMachine, issued: IssuedTicket, *, fullscreen: bool
-) -> HttpResponse:
-    """The .vv file for an issued ticket (pages and API alike), recorded as a download."""
-    through_proxy = bool(settings.SPICE_PROXY_URL) and issued.protocol == "spice"
-    text = vv_render(
-        VvFile(
-            type=issued.protocol,
-            # Through the SPICE proxy the ticket stands as the host name: the proxy resolves it.
-            host=issued.token if through_proxy else vm.host.console_client_address,
-            port=issued.ticket.port,
-            password=issued.password,
-            title=vm.name,
-            tls_port=issued.ticket.tls_port,
-            ca=vm.host.spice_ca_cert,
-            host_subject=vm.host.spice_host_subject,
-            proxy=settings.SPICE_PROXY_URL if through_proxy else "",
-            fullscreen=fullscreen,
-        )
-    )
-    console_download_record(ticket=issued.ticket, client_address=request.META.get("REMOTE_ADDR"))
-    response = HttpResponse(text, content_type="application/x-virt-viewer")
-    response["Content-Disposition"] = f'attachment; filename="{vm.name}.vv"'
+def vv_response(download: VvDownload) -> HttpResponse:
+    """A .vv file as a download (pages and API alike)."""
+    response = HttpResponse(download.text, content_type="application/x-virt-viewer")
+    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
     add_never_cache_headers(response)
     return response

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
-from console.errors import PortalError
+from console.errors import VmStateConflict
 from console.globalconfig import CLIPBOARD, CONSOLE_MODE, config_value
 from console.hypervisor import (
     ACTIVE_STATES,
@@ -29,11 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class VmActionRefused(PortalError):
-    """The action does not apply to the VM in its current state; the message says why."""
-
-    status = 409
-    code = "vm_state"
+VmActionRefused = VmStateConflict  # the action does not apply to the VM in its current state
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,11 @@ def vm_status(vm: VirtualMachine) -> VmStatus:
     """The VM's live state and console modes."""
     state = hypervisor_for(vm.host).state(vm.name)
     running = _running_mode(vm) if state in ACTIVE_STATES else None
-    return VmStatus(state=state, running_mode=running, effective_mode=vm.effective_console_mode())
+    return VmStatus(
+        state=state,
+        running_mode=running,
+        effective_mode=vm.effective_console_mode(config_value(CONSOLE_MODE)),
+    )
 
 
 def vm_statuses(vms: Iterable[VirtualMachine]) -> dict[int, VmStatus | HypervisorError]:
@@ -108,7 +108,7 @@ def vm_start(*, vm: VirtualMachine, user: User) -> str:
 
 
 def _start(vm: VirtualMachine, user: User, action: str) -> str:
-    mode = vm.effective_console_mode()
+    mode = vm.effective_console_mode(config_value(CONSOLE_MODE))
     xml = domain_xml_build(
         vm,
         mode=mode,

@@ -3,15 +3,24 @@
 in detail for staff (a host that is down makes its own VMs unavailable, not the portal)."""
 
 import asyncio
+import hmac
+from collections.abc import Iterator
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from console.hosts import host_checks
-from console.models import Host
+from console.hosts import RECENT_SECONDS, host_checks
+from console.metrics import metrics_text
+from console.models import ConsoleSession, Host
+from console.sessions import open_sessions
 
 LAYER_TIMEOUT = 2.0
 
@@ -52,13 +61,16 @@ def readyz(request: HttpRequest) -> HttpResponse:
     checks = {"database": _database(), "channel_layer": _channel_layer()}
     ready = all(value == "ok" for value in checks.values())
     hosts = list(Host.objects.order_by("name")) if checks["database"] == "ok" else []
-    health = host_checks(hosts)
+    staff = request.user.is_authenticated and request.user.is_staff
+    # Anonymous callers (monitors, anyone) get checks of the last few seconds: however many
+    # ask, each host is asked once at a time (console/hosts.py).
+    health = host_checks(hosts, max_age=2.0 if staff else RECENT_SECONDS)
     body = {
         "ready": ready,
         **checks,
         "hosts": {"up": sum(h.ok for h in health.values()), "down": sum(not h.ok for h in health.values())},
     }
-    if request.user.is_authenticated and request.user.is_staff:
+    if staff:
         body["host_detail"] = {h.name: {"up": health[h.pk].ok, "detail": health[h.pk].text} for h in hosts}
     return JsonResponse(body, status=200 if ready else 503)
 
@@ -66,13 +78,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics: for staff, or a scraper sending `Authorization: Bearer $METRICS_TOKEN`."""
-    import hmac
-
-    from django.conf import settings
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    from console.metrics import metrics_text
-
     sent = request.headers.get("Authorization", "")
     by_token = bool(settings.METRICS_TOKEN) and hmac.compare_digest(
         sent.encode(), f"Bearer {settings.METRICS_TOKEN}".encode()
@@ -85,4 +90,27 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(metrics_text(NowCollector()), content_type=CONTENT_TYPE_LATEST)
+
+
+class NowCollector(Collector):
+    """Sessions open and hosts up, as they are at scrape time."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        open_now = GaugeMetricFamily(
+            "console_sessions_open", "Console sessions open now.", labels=["protocol", "host", "path"]
+        )
+        rows = (
+            open_sessions(ConsoleSession.objects.all())
+            .values("protocol", "vm__host__name", "via")
+            .annotate(n=Count("id"))
+        )
+        for row in rows:
+            open_now.add_metric([row["protocol"], row["vm__host__name"] or "", row["via"]], row["n"])
+        yield open_now
+        hosts = list(Host.objects.all())
+        up = GaugeMetricFamily("libvirt_host_up", "Whether the host's libvirt answers.", labels=["host"])
+        health = host_checks(hosts, max_age=RECENT_SECONDS)
+        for host in hosts:
+            up.add_metric([host.name], 1 if health[host.pk].ok else 0)
+        yield up

@@ -117,8 +117,8 @@ GUEST_DIR = env_str("GUEST_DIR", default_guest_dir())
 # cursor, playback, record, ports, and a reconnect or two).
 CONSOLE_TICKET_SECONDS = env_int("CONSOLE_TICKET_SECONDS", 60)
 CONSOLE_TICKET_MAX_CONNECTIONS = env_int("CONSOLE_TICKET_MAX_CONNECTIONS", 16)
-# Each ticket rotates the VM's graphics password: at most this many per user and VM, and per
-# user, in any minute (0: no limit); more get HTTP 429 with a time to retry.
+# Tickets cost libvirt calls: at most this many per user and VM, and per user, in any minute
+# (0: no limit); more get HTTP 429 with a time to retry.
 CONSOLE_TICKETS_PER_MINUTE_PER_VM = env_int("CONSOLE_TICKETS_PER_MINUTE_PER_VM", 12)
 CONSOLE_TICKETS_PER_MINUTE = env_int("CONSOLE_TICKETS_PER_MINUTE", 60)
 # Consoles one user may hold at once, idle and length limits: global settings in the registry
@@ -127,8 +127,13 @@ CONSOLE_TICKETS_PER_MINUTE = env_int("CONSOLE_TICKETS_PER_MINUTE", 60)
 # heartbeat): logging out, a new password, a deactivated account or a VM given to someone else
 # ends the console within about this many seconds.
 CONSOLE_RECHECK_SECONDS = env_int("CONSOLE_RECHECK_SECONDS", 2)
-# Connections one standalone proxy process (spiceproxy, consoleproxy) relays at once.
+# How long a VM's graphics password (which only the portal's proxies know) stays valid; a
+# ticket rotates it when less than its own life remains (console/graphics.py).
+CONSOLE_PASSWORD_SECONDS = env_int("CONSOLE_PASSWORD_SECONDS", 600)
+# Connections one standalone proxy process (spiceproxy, consoleproxy) relays at once, and how
+# many of them one client address may hold (with those still sending their request).
 PROXY_MAX_CONNECTIONS = env_int("PROXY_MAX_CONNECTIONS", 1000)
+PROXY_MAX_CONNECTIONS_PER_SOURCE = env_int("PROXY_MAX_CONNECTIONS_PER_SOURCE", 64)
 # The portal's SSH key for remote hosts (qemu+ssh://), and where it keeps their host keys.
 SSH_KEY_FILE = env_str("SSH_KEY_FILE", str(VAR_DIR / "ssh" / "id_ed25519"))
 SSH_KNOWN_HOSTS_DIR = env_str("SSH_KNOWN_HOSTS_DIR", str(VAR_DIR / "ssh" / "known_hosts.d"))
@@ -160,7 +165,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "console.middleware.HypervisorErrorMiddleware",
+    "console.middleware.PortalErrorMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -264,6 +269,9 @@ if BEHIND_TLS_PROXY:
     SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 30 * 24 * 3600)
     SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# The API's pages: at most this many rows per request (?limit=).
+NINJA_PAGINATION_MAX_LIMIT = 500
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

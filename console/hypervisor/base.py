@@ -10,22 +10,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from console.errors import PortalError
+
 ACTIVE_STATES = {"running", "paused", "shutting down", "suspended"}
 MISSING = "missing"
 
 
-class HypervisorError(Exception):
-    """A hypervisor operation failed; the message says why, in the hypervisor's words."""
+class HypervisorError(PortalError):
+    """A hypervisor operation failed; the message says why, in the hypervisor's words (which can
+    quote files and configuration on the host: shown to staff only)."""
+
+    status = 502
+    code = "hypervisor_error"
 
     def __init__(self, message: str, *, uri: str, host: str = "") -> None:
         super().__init__(message)
-        self.message = message
         self.uri = uri
         self.host = host
+
+    def public_message(self, *, staff: bool) -> str:
+        detail = str(self) if staff else "an administrator can see why in the log"
+        return f"the hypervisor refused: {detail}"
 
 
 class HypervisorUnavailable(HypervisorError):
     """The hypervisor does not answer: libvirtd down, host unreachable, access refused."""
+
+    status = 503
+    code = "host_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "15"}  # libvirt's keep-alive notices a host back within that
+
+    def public_message(self, *, staff: bool) -> str:
+        detail = f": {self.message}" if staff else ""
+        return f"host {self.host or self.uri} does not answer{detail}"
 
     def __str__(self) -> str:
         return f"{self.host} does not answer: {self.message}" if self.host else self.message

@@ -3,38 +3,11 @@
 
 import { keystrokes, typeKeys } from "./type-text.js";
 
-const CLOSE_REASONS = {
-  1006: "the connection to the portal was lost",
-  1012: "the portal restarted",
-  1013: "the console proxy is busy; try again shortly",
-  4001: "this page is not served by the portal (Origin refused)",
-  4002: "you are not logged in; log in again and press Reconnect",
-  4003: "the console ticket is unknown; press Reconnect",
-  4004: "the console ticket expired before the connection was made; press Reconnect",
-  4005: "the console ticket has been used up; press Reconnect",
-  4006: "the console ticket belongs to another user",
-  4007: "the console ticket is for another VM",
-  4008: "you may no longer use this VM (it may have been given to someone else)",
-  4009: "you logged out (or your login expired); log in again to reopen the console",
-  4010: "the VM's console does not accept connections",
-  4011: "the VM closed its console (it was shut down or restarted)",
-  4012: "the console ticket was issued for another console proxy; press Reconnect",
-  4013: "the VM stopped or restarted since this console was opened; press Reconnect",
-  4014: "you have too many consoles open; close one and press Reconnect",
-  4015: "the VM's host does not answer; try again when it is back",
-  4016: "your password was changed; log in again to reopen the console",
-  4017: "your account was deactivated",
-  4018: "someone else has the serial console open",
-  4019: "someone took over the serial console",
-  4020: "an administrator ended this console session",
-  4021: "the console was idle too long (no key press or mouse move); press Reconnect",
-  4022: "the console reached its maximum length; press Reconnect",
-  4023: "the owner stopped sharing this console",
-  4024: "this console is view-only: its keyboard and mouse channel is not opened",
-};
-// Codes after which the page reconnects by itself, with a fresh ticket: the portal worker went
-// away (restart, crash) or the console proxy was busy; another worker will take it.
-const RECONNECT_CODES = new Set([1006, 1012, 1013]);
+// Why a console ended, by close code: rendered into the page from the portal's one vocabulary
+// (console/errors.py, End), with the codes after which the page reconnects by itself, with a
+// fresh ticket (the portal worker went away, or the proxy was busy: another worker takes it).
+export const ENDS = JSON.parse(document.getElementById("console-ends").textContent);
+const RECONNECT_CODES = new Set(ENDS.reconnect);
 const RECONNECT_ATTEMPTS = 8; // 0.25 s doubling up to 4 s: about 20 s in all
 
 const script = document.getElementById("console-script");
@@ -47,7 +20,7 @@ export function setStatus(kind, text) {
 }
 
 export function closeReason(code) {
-  return CLOSE_REASONS[code] || `the connection closed (code ${code})`;
+  return ENDS.advice[code] || `the connection closed (code ${code})`;
 }
 
 /** The WebSocket URL for a ticket (ticket-prefetch.js, which every console page loads first). */
@@ -97,8 +70,6 @@ export async function freshTicket() {
 let reconnect = null; // set by consolePage: connect again with a fresh ticket
 let reconnectAttempts = 0;
 
-let passwordRetried = false;
-
 // The idle limit (console.idleTimeoutMinutes) the ticket carries: the portal ends a console
 // with no key press or mouse move for that long; warn a minute before.
 let idleLimit = 0;
@@ -142,21 +113,9 @@ setInterval(() => {
 
 export function connected() {
   reconnectAttempts = 0;
-  passwordRetried = false;
   isConnected = true;
   idleWarned = false;
   setStatus("connected", "Connected");
-}
-
-/** The VM refused the ticket's graphics password. Seen rarely (about 1 in 12 Reconnects of a
- * SPICE console in the tests, cause not found): one more try with a fresh ticket, then give up. */
-export async function passwordRefused() {
-  if (!passwordRetried && reconnect) {
-    passwordRetried = true;
-    setStatus("connecting", "The VM refused the console password; trying once more with a fresh ticket…");
-    if ((await reconnect()) !== "retry") return;
-  }
-  setStatus("disconnected", "Disconnected: the VM refused the console password; press Reconnect.");
 }
 
 /** Explain a disconnect in words, asking the portal about the VM's state when it helps; after a
@@ -173,7 +132,8 @@ export async function disconnected(code) {
     const outcome = await reconnect();
     if (outcome !== "retry") return;
   }
-  if (code !== 4011 && code !== 4010 && code !== 1006) return;
+  const { CONSOLE_ENDED, UNREACHABLE, CONNECTION_LOST } = ENDS.codes;
+  if (code !== CONSOLE_ENDED && code !== UNREACHABLE && code !== CONNECTION_LOST) return;
   // A VM being shut down closes its console a moment before libvirt reports it stopped.
   for (let attempt = 0; attempt < 10; attempt++) {
     let state;
@@ -245,7 +205,6 @@ export async function consolePage(client) {
   };
   document.getElementById("reconnect").addEventListener("click", () => {
     reconnectAttempts = 0;
-    passwordRetried = false;
     reconnect();
   });
   try {

@@ -1,6 +1,6 @@
 // The serial console: xterm.js (installed at set-up into static/xterm/) on a WebSocket that the
 // portal bridges to the VM's serial port through libvirt. Binary frames both ways.
-import { closeReason, freshTicket, idleLimitFrom, markConnected, setStatus, socketUrl } from "./console-page.js";
+import { ENDS, closeReason, freshTicket, idleLimitFrom, markConnected, setStatus, socketUrl } from "./console-page.js";
 
 // xterm.js sizes its rows with <style> elements it creates. The page's Content-Security-Policy
 // admits <style> only with this response's nonce: give it to each one xterm.js makes. Set
@@ -124,7 +124,7 @@ async function closed(code, reason) {
   const why = reason || closeReason(code);
   setStatus("disconnected", `Disconnected: ${why}.`);
   terminal.write(`\r\n\x1b[1;31m[serial console closed: ${why}]\x1b[0m\r\n`);
-  if (code === 4018 && mayTakeOver) takeOverButton.hidden = false;
+  if (code === ENDS.codes.SERIAL_BUSY && mayTakeOver) takeOverButton.hidden = false;
   if (RECONNECT_CODES.has(code) && attempts < 8) {
     attempts += 1;
     setStatus("connecting", `Disconnected: ${why}. Reconnecting (attempt ${attempts})…`);

@@ -2,7 +2,7 @@
 import * as SpiceHtml5 from "../spice-html5/main.js";
 import { Constants as SpiceConstants } from "../spice-html5/enums.js";
 import * as SpiceMessages from "../spice-html5/spicemsg.js";
-import { connected, consolePage, disconnected, passwordRefused, setStatus, socketUrl } from "./console-page.js";
+import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
 // the playback channel where the cursor channel should be, and so never closes the cursor's).
@@ -114,16 +114,15 @@ const client = {
     const current = new SpiceHtml5.SpiceMainConn({
       uri: socketUrl(ticket),
       screen_id: "spice-screen",
-      password: ticket.password,
+      // No password: the portal's proxy authenticates each channel to the VM itself and
+      // answers the page's link (console/proxy/spice.py).
+      password: "",
       // spice-html5 drops key events until the inputs channel is ready, which comes after the
       // main channel's success (through websockify, a process per channel later): "Connected"
       // means typing works.
       // A watcher gets no inputs channel (view only): connected once the main channel is.
       onsuccess: () => (ticket.viewOnly ? connected() : whenInputsReady(current)),
-      onerror: (error) => {
-        if (current !== connection) return;
-        if (error && error.message === "Permission denied.") passwordRefused();
-      },
+      onerror: () => {}, // the socket's close code says why (below)
     });
     connection = current;
     current.ws.addEventListener("close", (event) => {

@@ -26,21 +26,7 @@ clipboardButton.addEventListener("click", () => {
 clipboardSend.addEventListener("click", () => {
   if (rfb && clipboardText.value) rfb.clipboardPasteFrom(clipboardText.value);
 });
-const ACTIVITY_EVERY = 15000; // ms: how often, at most, the page tells the portal the user is active
 
-/** Tell the portal's proxy (not websockify, which would relay it to the VM) that the user
- * pressed keys or used the mouse: a text frame the proxy keeps to itself, for the idle limit. */
-function reportActivity(socket) {
-  let last = 0;
-  const report = () => {
-    if (socket.readyState !== WebSocket.OPEN || Date.now() - last < ACTIVITY_EVERY) return;
-    last = Date.now();
-    socket.send('{"activity":1}');
-  };
-  for (const type of ["keydown", "mousedown", "mousemove", "wheel"]) {
-    screen.addEventListener(type, report, { capture: true, passive: true });
-  }
-}
 let rfb = null;
 let scaled = false;
 
@@ -50,8 +36,10 @@ const client = {
     // while noVNC loaded, for the first ticket.
     const early = takeEarlySocket(ticket);
     const socket = early ? early.socket : new WebSocket(socketUrl(ticket), ["binary"]);
-    if (!ticket.proxyUrl && !ticket.viewOnly) reportActivity(socket);
-    const current = new RFB(screen, socket, { credentials: { password: ticket.password } });
+    // No credentials: the portal's proxy authenticates to the VM itself and offers the page
+    // VNC's security type None (console/proxy/rfb.py); it also sees the keys and the mouse,
+    // for the idle limit.
+    const current = new RFB(screen, socket);
     early?.replay(); // noVNC has attached its handlers
     current.scaleViewport = scaled;
     current.viewOnly = Boolean(ticket.viewOnly); // the proxy drops a watcher's input anyway
@@ -66,13 +54,10 @@ const client = {
       current.focus();
     });
     current.addEventListener("securityfailure", (event) => {
-      if (current === rfb) setStatus("disconnected", `Disconnected: the VM refused the console password (${event.detail.reason || "security failure"}); press Reconnect.`);
-    });
-    current.addEventListener("credentialsrequired", () => {
-      setStatus("disconnected", "Disconnected: the VM asked for credentials the ticket did not carry; press Reconnect.");
+      if (current === rfb) setStatus("disconnected", `Disconnected: the console refused the connection (${event.detail.reason || "security failure"}); press Reconnect.`);
     });
     socket.addEventListener("close", (event) => {
-      if (current === rfb && !statusIsFinal()) disconnected(event.code);
+      if (current === rfb) disconnected(event.code);
     });
     rfb = current;
   },
@@ -97,9 +82,5 @@ const client = {
     if (rfb) rfb.focus();
   },
 };
-
-function statusIsFinal() {
-  return document.getElementById("status").textContent.includes("refused the console password");
-}
 
 consolePage(client);

@@ -5,7 +5,7 @@ import logging
 from django.core.management.base import BaseCommand, CommandParser
 
 from console.listen import listen_address_parse
-from console.websockify_proxy import websockify_proxy
+from console.proxy.websockify import websockify_proxy
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ import logging
 from django.core.management.base import BaseCommand, CommandParser
 
 from console.listen import listen_address_parse
-from console.spiceproxy import serve
+from console.proxy.connect import serve
 
 
 class Command(BaseCommand):

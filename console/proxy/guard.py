@@ -3,39 +3,49 @@
 One guard per process and event loop: every `CONSOLE_RECHECK_SECONDS` it checks the tickets of
 all the consoles this process relays in one batch (a few queries, in a thread), records a
 heartbeat for them, and ends those whose right is gone — logged out, new password, account
-deactivated, VM given to someone else, ticket revoked — through the callback each console
-registered. The synchronous form (`recheck_one`) serves websockify's forked children.
+deactivated, VM given to someone else, ticket or API token revoked, ended by an
+administrator — through the callback each console registered.
+
+The database is the truth and the periodic round the fallback; a notice on the channel layer
+makes the process relaying a session check it at once (`console.notices`: an
+administrator's End, a share or an API token ended, a logout). With Redis that reaches every
+worker and proxy process; with the in-memory layer, the process that sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
 
+from console.errors import End
+from console.notices import RECHECK, session_group
 from console.sessions import (
     console_sessions_end_requested,
     console_sessions_heartbeat,
     console_sessions_sweep,
 )
-from console.tickets import Refusal, console_input_record, console_rights_check
+from console.tickets import console_input_record, console_rights_check
 
 logger = logging.getLogger(__name__)
 
-OnRefused = Callable[[Refusal], Awaitable[None]]
+OnRefused = Callable[[End], Awaitable[None]]
 
 
-@dataclass
 class _Watched:
-    ticket_id: int
-    on_refused: OnRefused
-    counters: Callable[[], tuple[int, int]] | None = None
-    had_input: bool = False
+    __slots__ = ("counters", "had_input", "on_refused", "ticket_id")
+
+    def __init__(
+        self, ticket_id: int, on_refused: OnRefused, counters: Callable[[], tuple[int, int]] | None
+    ) -> None:
+        self.ticket_id, self.on_refused, self.counters = ticket_id, on_refused, counters
+        self.had_input = False
 
 
 SWEEP_EVERY = 5  # rounds: sessions of a lost worker are ended within about half a minute
@@ -47,7 +57,7 @@ def _check(
     sweep: bool = False,
     counters: dict[int, tuple[int, int]] | None = None,
     input_tickets: set[int] | None = None,
-) -> dict[int, Refusal | None]:
+) -> dict[int, End | None]:
     """For each session: why it must end now, or None."""
     close_old_connections()
     console_sessions_heartbeat(session_tickets, counters)
@@ -58,7 +68,7 @@ def _check(
     by_ticket = console_rights_check(session_tickets.values())
     ended = console_sessions_end_requested(session_tickets)
     return {
-        sid: Refusal.ENDED_BY_ADMIN if sid in ended else by_ticket.get(tid)
+        sid: End.ENDED_BY_ADMIN if sid in ended else by_ticket.get(tid)
         for sid, tid in session_tickets.items()
     }
 
@@ -70,6 +80,10 @@ class SessionGuard:
         self._watched: dict[int, _Watched] = {}
         self._task: asyncio.Task | None = None
         self._rounds = 0
+        self._checking = asyncio.Lock()
+        self._layer = get_channel_layer()
+        self._channel: str | None = None
+        self._listener: asyncio.Task | None = None
 
     def watch(
         self,
@@ -81,14 +95,23 @@ class SessionGuard:
         """Check this console's right every round; `counters` gives its bytes to and from the
         client so far, recorded with each heartbeat."""
         self._watched[session_id] = _Watched(ticket_id, on_refused, counters)
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
+        if self._layer is not None:
+            loop.create_task(self._listen_to(session_id))
 
     def forget(self, session_id: int) -> None:
-        self._watched.pop(session_id, None)
+        if self._watched.pop(session_id, None) is not None and self._layer is not None and self._channel:
+            asyncio.get_running_loop().create_task(
+                self._layer.group_discard(session_group(session_id), self._channel)
+            )
         if not self._watched and self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()  # nothing left to check: no task lingers
             self._task = None
+        if not self._watched and self._listener is not None:
+            self._listener.cancel()
+            self._listener = self._channel = None
 
     def input_seen(self, session_id: int) -> None:
         """The user pressed a key or moved the mouse on this console (recorded at the next round)."""
@@ -98,6 +121,10 @@ class SessionGuard:
 
     async def check_now(self) -> None:
         """One round: heartbeat, and end every console whose right is gone."""
+        async with self._checking:
+            await self._check()
+
+    async def _check(self) -> None:
         watched = dict(self._watched)
         if not watched:
             return
@@ -117,6 +144,35 @@ class SessionGuard:
                 self.forget(session_id)
                 logger.info("ending console session %s: %s", session_id, refusal.message)
                 await entry.on_refused(refusal)
+
+    async def _listen_to(self, session_id: int) -> None:
+        """Join the session's notice group; one listener per guard hears them all."""
+        layer = self._layer
+        assert layer is not None  # noqa: S101 - only called with a layer
+        try:
+            if self._channel is None:
+                self._channel = await layer.new_channel()
+                self._listener = asyncio.get_running_loop().create_task(self._listen(self._channel))
+            await layer.group_add(session_group(session_id), self._channel)
+        except Exception:  # noqa: BLE001 - Redis away: the periodic round still checks
+            logger.warning(
+                "console notices unavailable; checking every %s s", settings.CONSOLE_RECHECK_SECONDS
+            )
+
+    async def _listen(self, channel: str) -> None:
+        layer = self._layer
+        assert layer is not None  # noqa: S101
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis away: wait, then listen again
+                await asyncio.sleep(settings.CONSOLE_RECHECK_SECONDS)
+                continue
+            if message.get("type") == RECHECK and self._watched:
+                with contextlib.suppress(Exception):
+                    await self.check_now()
 
     async def _run(self) -> None:
         while self._watched:
@@ -139,10 +195,3 @@ def session_guard() -> SessionGuard:
             del _guards[old]
         guard = _guards[loop] = SessionGuard()
     return guard
-
-
-def recheck_one(session_id: int, ticket_id: int, counters: tuple[int, int] | None = None) -> Refusal | None:
-    """The same check for one session, synchronously (websockify's children)."""
-    return _check({session_id: ticket_id}, counters={session_id: counters} if counters else None).get(
-        session_id
-    )

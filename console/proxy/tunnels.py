@@ -15,7 +15,7 @@ import logging
 import asyncssh
 
 from console.hypervisor.ssh import SshTarget
-from console.relay import CONNECT_TIMEOUT, READ_SIZE, WRITE_HIGH_WATER, ConsoleLink
+from console.proxy.relay import CONNECT_TIMEOUT, READ_SIZE, WRITE_HIGH_WATER, ConsoleLink
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,391 @@
+"""One gate for every console path: admit, open the console, record, guard, relay, end.
+
+The front ends (the portal's WebSockets, websockify, the SPICE CONNECT proxy) keep only their
+transport: each hands the gate a `Client` (receive bytes, send bytes, say why it ended) and
+how to admit its ticket. Everything else happens here, once:
+
+1. **admit**: the ticket and the right behind it (console/tickets.py); a refusal is counted
+   and logged once and told to the client in its transport's words (a close code, an HTTP
+   status);
+2. **open**: connect to the console (directly or through the host's SSH tunnel) and, for VNC
+   and SPICE, authenticate to QEMU with the password only the portal knows, then answer the
+   client's own handshake (console/proxy/rfb.py, spice.py); for the serial console, open
+   libvirt's console stream (console/proxy/serial.py);
+3. **record** the session, and **guard** it: its right is checked every few seconds (and at
+   once on a notice) for as long as it stays open;
+4. **relay**: what the client sends goes through its protocol's state machine (fail closed:
+   a violation ends the connection and nothing after it passes), what the console sends goes
+   to the client as it is;
+5. **end**: the client is told why (the `End` vocabulary), the record gets its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from channels.db import database_sync_to_async
+from prometheus_client import Histogram
+
+from console.errors import End, Refused
+from console.globalconfig import CLIPBOARD, config_value
+from console.graphics import graphics_password_for_proxy
+from console.metrics import CLIPBOARD_BLOCKED, FIRST_BYTE, REFUSALS
+from console.models import ConsoleProtocol
+from console.proxy.base import Client, ClientSide, Console, Opener
+from console.proxy.guard import session_guard
+from console.proxy.rfb import RfbClientSide, RfbPolicy, RfbServerAuth
+from console.proxy.serial import SerialOpener
+from console.proxy.spice import (
+    SpiceClientSide,
+    SpiceLinkReader,
+    SpiceServerAuth,
+    spice_channel_refusal,
+)
+from console.proxy.tunnels import console_connect
+from console.proxy.wire import ConsoleRefusedProxy, Violation
+from console.sessions import console_session_end, console_session_established, console_session_start
+
+if TYPE_CHECKING:
+    from console.models import ConsoleTicket
+    from console.proxy.relay import ConsoleLink
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_SECONDS = 30.0  # a client must have finished its handshake by then
+SERVER_HANDSHAKE_SECONDS = 10.0
+AUTH_ATTEMPTS = 3  # the password as read; again after a refusal (it may have just rotated); a fresh one
+
+
+async def console_serve(client: Client, admit: Callable[[], ConsoleTicket]) -> None:
+    """Serve one console connection of `client`, admitted by `admit` (blocking: run in a thread)."""
+    try:
+        ticket = await database_sync_to_async(admit)()
+    except Refused as refused:
+        REFUSALS.labels(refused.end.name.lower()).inc()
+        logger.info("console refused for %s: %s", client.address or "?", refused.detail)
+        await client.end(refused.end, refused.detail)
+        return
+    await Gate(client, ticket).run()
+
+
+class Gate:
+    """One admitted connection, from opening its console to recording its end."""
+
+    def __init__(self, client: Client, ticket: ConsoleTicket) -> None:
+        self.client = client
+        self.ticket = ticket
+        self.console: Console | None = None
+        self.side: ClientSide | None = None
+        self.session_id: int | None = None
+        self.end_reason = "client closed"
+        self.ended: tuple[End, str] | None = None  # why the portal ended it (guard, violation)
+        self.opener: Opener = _OPENERS[ticket.protocol](self)
+        self._opening: asyncio.Future[bytes] | None = None
+        self.console_ended = False  # the console side ended first (the pump decided why)
+
+    async def run(self) -> None:
+        try:
+            early = await self._open()
+            if early is None:
+                return
+            await self._relay(early)
+        except asyncio.CancelledError:
+            # The server is stopping (SIGTERM): tell the client, which reconnects through
+            # another worker, and record the end before going.
+            if self.session_id is not None:
+                self.end_reason = End.WORKER_STOPPING.reason
+                with contextlib.suppress(Exception):
+                    await self.client.end(End.WORKER_STOPPING, End.WORKER_STOPPING.reason)
+            raise
+        finally:
+            await self._finish()
+
+    # -- open ------------------------------------------------------------------------------
+
+    async def _open(self) -> bytes | None:
+        """Open the console and complete both handshakes: what the console already sent for
+        the client, or None when it ended (the client was told why)."""
+        self._opening = asyncio.ensure_future(asyncio.wait_for(self.opener.open(), HANDSHAKE_SECONDS))
+        try:
+            early = await self._opening
+        except Refused as refused:
+            await self._refuse(refused.end, refused.detail)
+            return None
+        except asyncio.TimeoutError:
+            await self._refuse(End.PROTOCOL_VIOLATION, "the handshake did not complete in time")
+            return None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.ended is None or (current is not None and current.cancelling()):
+                raise  # the server is stopping
+            early = None
+        finally:
+            self._opening = None
+        if self.ended is not None:  # the guard ended it during the handshake
+            await self._refuse(*self.ended)
+            return None
+        assert self.session_id is not None  # noqa: S101 - every opener records the session
+        await database_sync_to_async(console_session_established)(session_id=self.session_id)
+        return early
+
+    async def record(self) -> None:
+        """Record the session and put it under the guard (the opener calls it once the console
+        answered, or, for the serial console, before opening it)."""
+        ticket = self.ticket
+        session = await database_sync_to_async(console_session_start)(
+            ticket=ticket, via=self.client.via, client_address=self.client.address
+        )
+        self.session_id = session.pk
+        session_guard().watch(session.pk, ticket.pk, self._right_gone, self._counters)
+
+    def _counters(self) -> tuple[int, int]:
+        console = self.console
+        return (console.bytes_to_client, console.bytes_from_client) if console else (0, 0)
+
+    async def _refuse(self, end: End, detail: str) -> None:
+        if self.session_id is None:
+            REFUSALS.labels(end.name.lower()).inc()
+        logger.info(
+            "console of %s for %s ended before relaying: %s", self.ticket.vm, self.ticket.user, detail
+        )
+        self.end_reason = end.reason if end is not End.CONSOLE_ENDED else detail
+        if self.console is not None:
+            await self.console.close()
+        with contextlib.suppress(Exception):
+            await self.client.end(end, detail)
+
+    # -- relay -----------------------------------------------------------------------------
+
+    async def _relay(self, early: bytes) -> None:
+        """Client bytes to the console here; console bytes to the client in a second task."""
+        console, side, client = self.console, self.side, self.client
+        assert console is not None and self.session_id is not None  # noqa: S101 - opened
+        pump = asyncio.create_task(self._pump(console, early))
+        receive, guard, session_id = client.receive, session_guard(), self.session_id
+        try:
+            while (data := await receive()) is not None:
+                if side is not None:
+                    if side.passthrough:
+                        if side.input_channel:
+                            guard.input_seen(session_id)
+                    else:
+                        step = side.feed(data)
+                        if side.input_seen:
+                            side.input_seen = False
+                            guard.input_seen(session_id)
+                        if step.to_client:
+                            await client.send(step.to_client)
+                        data = step.to_server
+                        if not data:
+                            continue
+                console.write(data)
+                await console.drain()
+            if not self.console_ended:
+                self.end_reason = client.gone_reason()
+        except Violation as violation:
+            logger.warning(
+                "ending the console of %s for %s: %s", self.ticket.vm, self.ticket.user, violation.detail
+            )
+            self.ended = (violation.end, violation.detail)
+            await console.close()  # the pump then tells the client why
+            await asyncio.gather(pump, return_exceptions=True)
+            return
+        finally:
+            if not pump.done() and self.ended is None:
+                pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def _pump(self, console: Console, early: bytes) -> None:
+        client = self.client
+        send = client.send
+        opened = asyncio.get_running_loop().time()
+        first_byte: Histogram | None = FIRST_BYTE.labels(self.ticket.protocol)
+
+        async def to_client(data: bytes) -> None:
+            nonlocal first_byte
+            if first_byte is not None:
+                first_byte.observe(asyncio.get_running_loop().time() - opened)
+                first_byte = None
+            await send(data)
+
+        if early:
+            await to_client(early)
+        reason = await console.pump_to(to_client)
+        self.console_ended = True
+        if self.ended is not None:
+            end, self.end_reason = self.ended[0], self.ended[0].reason
+        else:
+            end, self.end_reason = await self.opener.why_ended(reason)
+        with contextlib.suppress(Exception):
+            await client.end(end, self.end_reason)
+
+    async def _right_gone(self, end: End) -> None:
+        """The guard found the user's right to this console gone: end it, saying why."""
+        self.ended = (end, end.reason)
+        if self._opening is not None:
+            self._opening.cancel()  # still in its handshake
+        if self.console is not None:
+            await self.console.close()  # the pump then tells the client why
+
+    # -- end -------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        side = self.side
+        dropped = getattr(side, "clipboard_dropped_bytes", 0)
+        if dropped:
+            logger.info(
+                "console session %s: kept %d bytes of the client's clipboard from the VM",
+                self.session_id,
+                dropped,
+            )
+            CLIPBOARD_BLOCKED.inc(dropped)
+        console = self.console
+        if console is not None:
+            await console.close()
+        if self.session_id is not None:
+            session_guard().forget(self.session_id)
+            await database_sync_to_async(console_session_end)(
+                session_id=self.session_id,
+                bytes_to_client=console.bytes_to_client if console else 0,
+                bytes_from_client=console.bytes_from_client if console else 0,
+                reason=self.end_reason,
+            )
+            self.session_id = None
+
+
+# -- what each protocol does to open its console ----------------------------------------------
+
+
+class GraphicsOpener(Opener):
+    """VNC and SPICE: a TCP connection to QEMU's console port, authenticated by the proxy."""
+
+    async def _connect(self) -> ConsoleLink:
+        ticket = self.gate.ticket
+        try:
+            link = await console_connect(ticket.ssh, ticket.address, ticket.port)
+        except (OSError, asyncio.TimeoutError) as exc:
+            logger.warning(
+                "console of %s at %s:%s unreachable: %s", ticket.vm, ticket.address, ticket.port, exc
+            )
+            raise Refused(End.UNREACHABLE) from None
+        self.gate.console = link
+        return link
+
+    async def _authenticated(
+        self, link: ConsoleLink, machine_for: Callable[[str], RfbServerAuth | SpiceServerAuth]
+    ) -> tuple[ConsoleLink, RfbServerAuth | SpiceServerAuth]:
+        """`link`, authenticated to QEMU by the machine `machine_for(password)` makes; after a
+        refused password (a rotation may have raced this connection) once more with the password
+        the portal holds now, then with a fresh one. The client sees none of it."""
+        ticket, refused = self.gate.ticket, ""
+        for attempt in range(AUTH_ATTEMPTS):
+            password = await database_sync_to_async(graphics_password_for_proxy)(
+                vm=ticket.vm, domain_id=ticket.domain_id, refused=refused, force=attempt == AUTH_ATTEMPTS - 1
+            )
+            if attempt:
+                link = await self._connect()
+            machine = machine_for(password)
+            greeting = getattr(machine, "greeting", b"")
+            try:
+                if greeting:
+                    link.write(greeting)
+                await asyncio.wait_for(self._server_handshake(link, machine), SERVER_HANDSHAKE_SECONDS)
+                return link, machine
+            except (ConsoleRefusedProxy, asyncio.TimeoutError, ConnectionError) as exc:
+                await link.close()
+                auth = isinstance(exc, ConsoleRefusedProxy) and exc.auth
+                if self.gate.ended is not None:
+                    raise Refused(*self.gate.ended) from None
+                if not auth or attempt == AUTH_ATTEMPTS - 1:
+                    logger.warning("console of %s refused the proxy: %s", ticket.vm, exc or "timed out")
+                    raise Refused(
+                        End.CONSOLE_REFUSED, str(exc) or "the console did not answer in time"
+                    ) from None
+                logger.info(
+                    "console of %s refused its password (attempt %d); trying again", ticket.vm, attempt + 1
+                )
+                refused = password
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _server_handshake(link: ConsoleLink, machine: RfbServerAuth | SpiceServerAuth) -> None:
+        while not machine.done:
+            data = await link.read()
+            if not data:
+                raise ConsoleRefusedProxy(
+                    "the console closed the connection during the handshake", auth=False
+                )
+            reply = machine.feed(data)
+            if reply:
+                link.write(reply)
+
+    async def _client_handshake(self, side: RfbClientSide | SpiceClientSide, pending: bytes = b"") -> None:
+        gate, link = self.gate, self.gate.console
+        assert link is not None  # noqa: S101
+        data: bytes | None = pending
+        while not side.established:
+            if data:
+                step = side.feed(data)
+                if step.to_client:
+                    await gate.client.send(step.to_client)
+                if step.to_server:
+                    link.write(step.to_server)
+                if side.established:
+                    break
+            data = await gate.client.receive()
+            if data is None:
+                raise Refused(End.PROTOCOL_VIOLATION, "the client left during the handshake")
+
+
+class VncOpener(GraphicsOpener):
+    async def open(self) -> bytes:
+        gate = self.gate
+        link = await self._connect()
+        await gate.record()
+        await gate.client.opened()
+        link, machine = await self._authenticated(link, RfbServerAuth)
+        clipboard = await database_sync_to_async(config_value)(CLIPBOARD)
+        side = RfbClientSide(RfbPolicy(watch_only=gate.ticket.view_only, clipboard=clipboard))
+        gate.side = side
+        await gate.client.send(side.greeting)
+        await self._client_handshake(side)
+        return machine.rest()
+
+
+class SpiceOpener(GraphicsOpener):
+    async def open(self) -> bytes:
+        gate, ticket = self.gate, self.gate.ticket
+        link = await self._connect()
+        await gate.record()
+        await gate.client.opened()
+        reader = SpiceLinkReader()
+        while (spice_link := reader.link) is None:
+            data = await gate.client.receive()
+            if data is None:
+                raise Refused(End.PROTOCOL_VIOLATION, "the client left before linking a channel")
+            reader.feed(data)
+        refusal = spice_channel_refusal(spice_link, watch_only=ticket.view_only)
+        if refusal is not None:
+            raise refusal
+        link, machine = await self._authenticated(
+            link, lambda password: SpiceServerAuth(spice_link, password)
+        )
+        assert isinstance(machine, SpiceServerAuth)  # noqa: S101 - what machine_for made
+        side = SpiceClientSide(
+            spice_link, machine, watch_only=ticket.view_only, client_secret_sha256=ticket.client_secret_hash
+        )
+        gate.side = side
+        await gate.client.send(side.reply)
+        await self._client_handshake(side, reader.rest())
+        return machine.rest()
+
+
+_OPENERS: dict[str, type[Opener]] = {
+    ConsoleProtocol.VNC: VncOpener,
+    ConsoleProtocol.SPICE: SpiceOpener,
+    ConsoleProtocol.SERIAL: SerialOpener,
+}
