@@ -230,7 +230,7 @@ def vm_list(request: AuthenticatedRequest, filters: Query[VmFilters]):
         rows = rows.filter(host__name=filters.host)
     if filters.state:
         # The state is libvirt's: one call per host for every matching VM, then the page.
-        statuses = vm_statuses(list(rows.only("id", "name", "host__id", "host__uri", "host__name")))
+        statuses = vm_statuses(list(rows))
         wanted = [
             vm_id
             for vm_id, status in statuses.items()

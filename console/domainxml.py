@@ -145,6 +145,9 @@ def domain_xml_build(
     _sub(graphics, "listen", type="address", address=listen_address)
     if mode == "spice":
         _sub(graphics, "clipboard", copypaste=copypaste)
+        # Files dropped on the viewer go through the same agent as the clipboard: only when
+        # the policy lets everything through both ways.
+        _sub(graphics, "filetransfer", enable="yes" if clipboard == "both" else "no")
     video = _sub(devices, "video")
     if mode == "spice":
         _sub(video, "model", type="qxl")

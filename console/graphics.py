@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from console.domainxml import graphics_endpoint, graphics_password_new, graphics_password_xml
@@ -110,12 +111,25 @@ def graphics_password_ensure(
         hypervisor.update_graphics(
             vm.name, graphics_password_xml(live_xml, password=password, valid_until=valid_until)
         )
-        row.password = _fernet().encrypt(password.encode()).decode()
-        row.domain_id, row.valid_until, row.rotated_at = domain_id, valid_until, now
-        row.rotations += 1
-        row.save(update_fields=["password", "domain_id", "valid_until", "rotated_at", "rotations"])
+        graphics_password_record(vm=vm, domain_id=domain_id, password=password, valid_until=valid_until)
     logger.info("graphics password of %s rotated (valid until %s)", vm.name, valid_until.isoformat())
     return GraphicsPassword(password, valid_until)
+
+
+def graphics_password_record(
+    *, vm: VirtualMachine, domain_id: int | None, password: str, valid_until: datetime
+) -> None:
+    """Record the password QEMU now has for the domain (a rotation's last step)."""
+    GraphicsSecret.objects.update_or_create(
+        vm=vm,
+        defaults={
+            "password": _fernet().encrypt(password.encode()).decode(),
+            "domain_id": domain_id,
+            "valid_until": valid_until,
+            "rotated_at": timezone.now(),
+        },
+    )
+    GraphicsSecret.objects.filter(vm=vm).update(rotations=F("rotations") + 1)
 
 
 def graphics_password_for_proxy(

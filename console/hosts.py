@@ -21,8 +21,9 @@ CHECK_TIMEOUT = 8.0  # seconds a host may take to answer a health check
 RECENT_SECONDS = 10.0  # how old a check anonymous callers (/readyz, metrics) may be given
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="host-check")
 _lock = threading.Lock()
-_recent: dict[int, tuple[float, HostHealth]] = {}
-_inflight: dict[int, Future[str]] = {}
+# By host and URI: a host whose URI changed (or a row re-created with the same id) is another.
+_recent: dict[tuple[int, str], tuple[float, HostHealth]] = {}
+_inflight: dict[tuple[int, str], Future[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,15 @@ class HostHealth:
     text: str  # "libvirt 9.0.0" or why not
 
 
-def _finished(host: Host, future: Future[str]) -> None:
+def _finished(key: tuple[int, str], future: Future[str]) -> None:
     try:
         health = HostHealth(True, future.result())
     except HypervisorError as exc:
         health = HostHealth(False, str(exc))
     with _lock:
-        _recent[host.pk] = (time.monotonic(), health)
-        if _inflight.get(host.pk) is future:
-            del _inflight[host.pk]
+        _recent[key] = (time.monotonic(), health)
+        if _inflight.get(key) is future:
+            del _inflight[key]
 
 
 def host_checks(hosts: list[Host], *, max_age: float = 0.0) -> dict[int, HostHealth]:
@@ -50,17 +51,21 @@ def host_checks(hosts: list[Host], *, max_age: float = 0.0) -> dict[int, HostHea
     now = time.monotonic()
     results: dict[int, HostHealth] = {}
     waiting: dict[int, tuple[Host, Future[str]]] = {}
+    started: list[tuple[tuple[int, str], Future[str]]] = []
     with _lock:
         for host in hosts:
-            seen = _recent.get(host.pk)
+            key = (host.pk, host.uri)
+            seen = _recent.get(key)
             if seen is not None and now - seen[0] < max_age:
                 results[host.pk] = seen[1]
                 continue
-            future = _inflight.get(host.pk)
+            future = _inflight.get(key)
             if future is None:
-                future = _inflight[host.pk] = _pool.submit(hypervisor_for(host).version)
-                future.add_done_callback(partial(_finished, host))
+                future = _inflight[key] = _pool.submit(hypervisor_for(host).version)
+                started.append((key, future))
             waiting[host.pk] = (host, future)
+    for key, future in started:  # outside the lock: a check already done calls back at once
+        future.add_done_callback(partial(_finished, key))
     deadline = now + CHECK_TIMEOUT
     for pk, (host, future) in waiting.items():
         try:

@@ -165,3 +165,12 @@ def test_vnc_clipboard_agent_channel():
     assert channel.find("source/clipboard").get("copypaste") == "yes"
     assert channel.find("target").attrib == {"type": "virtio", "name": "com.redhat.spice.0"}
     assert root.find("devices/sound") is None and root.find("devices/redirdev") is None
+
+
+@pytest.mark.parametrize(
+    "policy, enabled", [("both", "yes"), ("to-vm", "no"), ("from-vm", "no"), ("off", "no")]
+)
+def test_spice_file_transfer_follows_the_clipboard_policy(policy, enabled):
+    xml = domain_xml_build(spec(), mode="spice", listen_address="127.0.0.1", password="x", clipboard=policy)
+    root = ET.fromstring(xml)
+    assert root.find("devices/graphics/filetransfer").get("enable") == enabled

@@ -156,3 +156,20 @@ def test_importdomains_adopts_the_remote_hosts_domains(hv2, hv2_host, user):
         assert hv2_host.virtualmachine_set.filter(name="adopt-me").exists()
     finally:
         domain_remove(hv2_host, "adopt-me")
+
+
+def test_a_host_named_like_the_portals_key_never_overwrites_it(tmp_path, settings, db):
+    """env.example once put SSH_KNOWN_HOSTS_DIR where the key is: a host named "id_ed25519"
+    must still not write its known_hosts over the key."""
+    from console.hypervisor.ssh import known_hosts_file
+    from console.models import Host
+
+    key = tmp_path / "id_ed25519"
+    key.write_text("the portal's private key")
+    settings.SSH_KNOWN_HOSTS_DIR = str(tmp_path)
+    host = Host(
+        name="id_ed25519", uri="qemu+ssh://root@10.0.0.9/system", ssh_host_key="ssh-ed25519 AAAAC3Nz x"
+    )
+    written = known_hosts_file(host)
+    assert key.read_text() == "the portal's private key"
+    assert written.parent == tmp_path and written.name == "known_hosts-id_ed25519"

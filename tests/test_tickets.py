@@ -1,5 +1,5 @@
-"""Console tickets. Issuing one opens the VM's graphics password, briefly: that needs the real
-libvirtd (QEMU). Refusals that come before any password is set run on libvirt's test driver."""
+"""Console tickets and the VMs' graphics passwords. Setting a password needs the real libvirtd
+(QEMU); refusals that come before any password is set run on libvirt's test driver."""
 
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
@@ -8,9 +8,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from console.errors import ConsoleUnavailable
+from console.graphics import graphics_password_get
 from console.hypervisor import hypervisor_for
-from console.models import ConsoleTicket, Host, VirtualMachine
-from console.tickets import ConsoleUnavailable, console_ticket_issue, token_hash
+from console.models import ConsoleTicket, GraphicsSecret, Host, VirtualMachine
+from console.tickets import PASSWORD_MARGIN, console_ticket_issue, token_hash
 from console.vms import vm_start
 from tests.helpers import TEST_NODE_URI
 
@@ -35,8 +37,11 @@ def live_graphics(vm):
 
 @pytest.mark.hypervisor
 @pytest.mark.parametrize("mode", ["spice", "vnc"])
-def test_issue_sets_a_fresh_password_valid_as_long_as_the_ticket(make_vm, user, mode, settings):
+def test_tickets_keep_the_vms_password_valid_and_rotate_it_only_when_it_runs_low(
+    make_vm, user, mode, settings
+):
     settings.CONSOLE_TICKET_SECONDS = 60
+    settings.CONSOLE_PASSWORD_SECONDS = 600
     vm = make_vm(console_mode=mode)
     vm_start(vm=vm, user=user)
     locked = live_graphics(vm)
@@ -44,17 +49,33 @@ def test_issue_sets_a_fresh_password_valid_as_long_as_the_ticket(make_vm, user, 
 
     issued = console_ticket_issue(user=user, vm=vm)
     graphics = live_graphics(vm)
-    assert graphics.get("passwd") == issued.password
-    assert graphics.get("passwd") != locked.get("passwd")
-    assert len(issued.password) == (8 if mode == "vnc" else 32)
-    valid_to = datetime.fromisoformat(graphics.get("passwdValidTo")).replace(tzinfo=timezone.utc)
-    assert abs(valid_to - issued.expires_at) < timedelta(seconds=1)
-    assert timedelta(seconds=58) < issued.expires_at - datetime.now(timezone.utc) <= timedelta(seconds=60)
-
     ticket = ConsoleTicket.objects.get()
+    held = graphics_password_get(vm_id=vm.pk, domain_id=ticket.domain_id)
+    assert held is not None and graphics.get("passwd") == held.password[: 8 if mode == "vnc" else None]
+    assert graphics.get("passwd") != locked.get("passwd")
+    assert len(held.password) == (8 if mode == "vnc" else 32)
+    valid_to = datetime.fromisoformat(graphics.get("passwdValidTo")).replace(tzinfo=timezone.utc)
+    assert abs(valid_to - held.valid_until) < timedelta(seconds=1)
+    assert timedelta(seconds=590) < valid_to - datetime.now(timezone.utc) <= timedelta(seconds=600)
+    # Stored encrypted, never in the clear.
+    assert held.password not in GraphicsSecret.objects.get(vm=vm).password
+
+    # Another ticket while the password has life left: no rotation (pages never race one).
+    console_ticket_issue(user=user, vm=vm)
+    assert live_graphics(vm).get("passwd") == graphics.get("passwd")
+    assert GraphicsSecret.objects.get(vm=vm).rotations == 1
+    # Once less remains than a ticket's life and the margin, the next ticket rotates it.
+    GraphicsSecret.objects.filter(vm=vm).update(
+        valid_until=datetime.now(timezone.utc) + PASSWORD_MARGIN + timedelta(seconds=30)
+    )
+    console_ticket_issue(user=user, vm=vm)
+    assert live_graphics(vm).get("passwd") != graphics.get("passwd")
+    assert GraphicsSecret.objects.get(vm=vm).rotations == 2
+
     assert ticket.token_hash == token_hash(issued.token) and issued.token not in ticket.token_hash
     assert (ticket.protocol, ticket.address, ticket.port) == (mode, "127.0.0.1", int(graphics.get("port")))
     assert len(issued.token) == 48 and int(issued.token, 16)  # 192 bits, hex
+    assert not hasattr(issued, "password")
 
 
 def test_no_ticket_for_a_stopped_vm(test_node, user):
@@ -102,6 +123,8 @@ def test_console_page_and_ticket_of_a_running_vm(make_vm, user):
     assert client.post(ticket_url).status_code == 403  # no CSRF token
     fresh = client.post(ticket_url, HTTP_X_CSRFTOKEN=str(page.context["csrf_token"])).json()
     assert fresh["protocol"] == "spice" and fresh["wsPath"] == f"/ws/console/{vm.id}/"
+    held = graphics_password_get(vm_id=vm.pk, domain_id=ConsoleTicket.objects.get().domain_id)
+    assert "password" not in fresh and held.password not in str(fresh)  # the proxy's, not the page's
     assert ConsoleTicket.objects.count() == 1
 
 

@@ -69,7 +69,9 @@ def known_hosts_file(host: Host) -> Path:
     """The portal's known_hosts file for this host (written from its recorded key)."""
     directory = Path(settings.SSH_KNOWN_HOSTS_DIR)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / f"{host.name}"
+    # A name of its own kind: even a directory shared with the key by mistake never has a host
+    # named "id_ed25519" overwrite it (host names are slugs: no path separators).
+    path = directory / f"known_hosts-{host.name}"
     parts = urlsplit(host.uri)
     line = (
         known_hosts_line(parts.hostname or "", parts.port or 22, host.ssh_host_key)

@@ -33,6 +33,7 @@ from prometheus_client import Histogram
 from console.errors import End, Refused
 from console.globalconfig import CLIPBOARD, config_value
 from console.graphics import graphics_password_for_proxy
+from console.hypervisor import HypervisorError
 from console.metrics import CLIPBOARD_BLOCKED, FIRST_BYTE, REFUSALS
 from console.models import ConsoleProtocol
 from console.proxy.base import Client, ClientSide, Console, Opener
@@ -283,9 +284,18 @@ class GraphicsOpener(Opener):
         the portal holds now, then with a fresh one. The client sees none of it."""
         ticket, refused = self.gate.ticket, ""
         for attempt in range(AUTH_ATTEMPTS):
-            password = await database_sync_to_async(graphics_password_for_proxy)(
-                vm=ticket.vm, domain_id=ticket.domain_id, refused=refused, force=attempt == AUTH_ATTEMPTS - 1
-            )
+            try:
+                password = await database_sync_to_async(graphics_password_for_proxy)(
+                    vm=ticket.vm,
+                    domain_id=ticket.domain_id,
+                    refused=refused,
+                    force=attempt == AUTH_ATTEMPTS - 1,
+                )
+            except (HypervisorError, ValueError) as exc:
+                logger.warning("no graphics password for the console of %s: %s", ticket.vm, exc)
+                raise Refused(
+                    End.CONSOLE_REFUSED, "the portal could not set the console's password"
+                ) from None
             if attempt:
                 link = await self._connect()
             machine = machine_for(password)
@@ -294,6 +304,10 @@ class GraphicsOpener(Opener):
                 if greeting:
                     link.write(greeting)
                 await asyncio.wait_for(self._server_handshake(link, machine), SERVER_HANDSHAKE_SECONDS)
+                # The session's bytes are the client's and the console's, not the proxy's own
+                # handshake with QEMU: count from here (what QEMU sent past it included).
+                link.bytes_from_client = 0
+                link.bytes_to_client = len(machine.rest_peek())
                 return link, machine
             except (ConsoleRefusedProxy, asyncio.TimeoutError, ConnectionError) as exc:
                 await link.close()
@@ -329,7 +343,12 @@ class GraphicsOpener(Opener):
         data: bytes | None = pending
         while not side.established:
             if data:
-                step = side.feed(data)
+                try:
+                    step = side.feed(data)
+                except Violation as violation:
+                    if violation.reply:
+                        await gate.client.send(violation.reply)
+                    raise
                 if step.to_client:
                     await gate.client.send(step.to_client)
                 if step.to_server:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from console.proxy.wire import MAX_HELD, Buffer, ConsoleRefusedProxy, Violation, u32
+from console.proxy.wire import MAX_HELD, SERVER_HELD, Buffer, ConsoleRefusedProxy, Violation, u32
 
 VERSION_38 = b"RFB 003.008\n"
 CLIENT_VERSIONS = {b"RFB 003.003\n": 3, b"RFB 003.007\n": 7, b"RFB 003.008\n": 8}
@@ -87,7 +87,7 @@ class RfbServerAuth:
 
     def __init__(self, password: str) -> None:
         self._password = password
-        self._buffer = Buffer()
+        self._buffer = Buffer(SERVER_HELD)
         self._state = "version"
         self.done = False
 
@@ -163,6 +163,9 @@ class RfbServerAuth:
         if text is None:
             return None
         raise ConsoleRefusedProxy(text[4:].decode("latin-1") or "refused", auth=auth)
+
+    def rest_peek(self) -> bytes:
+        return self._buffer.peek(len(self._buffer)) or b""
 
     def rest(self) -> bytes:
         """Anything QEMU sent after accepting (nothing, until it gets ClientInit)."""
@@ -366,7 +369,8 @@ class RfbClientSide:
                 raise Violation("extended clipboard message without its flags")
             flags = struct.unpack_from(">I", header, 8)[0]
             allowed = self._clipboard_action_allowed(flags)
-            body, counted = size - 4, size - 4 if flags & CLIP_PROVIDE else 0
+            provides = flags & CLIP_PROVIDE and not flags & CLIP_CAPS  # data, not capabilities
+            body, counted = size - 4, size - 4 if provides else 0
         if allowed:
             self.clipboard_passed_bytes += counted
         else:
@@ -377,7 +381,9 @@ class RfbClientSide:
 
     def _clipboard_action_allowed(self, flags: int) -> bool:
         if flags & CLIP_CAPS:  # what the client can do (its action bits list what it supports)
-            return not self.policy.watch_only and (self.policy.clipboard_to_vm or self.policy.clipboard_from_vm)
+            return not self.policy.watch_only and (
+                self.policy.clipboard_to_vm or self.policy.clipboard_from_vm
+            )
         actions = flags & _CLIP_ACTIONS
         if actions & (actions - 1):
             raise Violation("an extended clipboard message with more than one action")

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from console.errors import End
 from console.proxy.rfb import Step
-from console.proxy.wire import Buffer, ConsoleRefusedProxy, Violation, le32
+from console.proxy.wire import SERVER_HELD, Buffer, ConsoleRefusedProxy, Violation, le32
 
 MAGIC = b"REDQ"
 VERSION_MAJOR, VERSION_MINOR = 2, 2
@@ -198,7 +198,7 @@ class SpiceServerAuth:
         self.link = link
         self.greeting = link.to_bytes()
         self._password = password
-        self._buffer = Buffer(LINK_MAX + HEADER.size)
+        self._buffer = Buffer(SERVER_HELD)
         self._state = "reply"
         self.done = False
         self.common_caps: list[int] = []
@@ -256,6 +256,9 @@ class SpiceServerAuth:
             raise ConsoleRefusedProxy(f"the console refused the link (error {code})", auth=False)
         self.done = True
         return b""
+
+    def rest_peek(self) -> bytes:
+        return self._buffer.peek(len(self._buffer)) or b""
 
     def rest(self) -> bytes:
         """What QEMU sent after accepting (the main channel starts at once): for the client,
@@ -330,8 +333,11 @@ class SpiceClientSide:
                 raise Violation(f"SPICE authentication mechanism {mechanism} was not offered")
             ticket = ticket[4:]
         if self._secret and not self._secret_matches(ticket):
-            step.to_client += le32(LINK_PERMISSION_DENIED)
-            raise Violation("the .vv file's one-time password is wrong", End.UNKNOWN_TICKET)
+            raise Violation(
+                "the .vv file's one-time password is wrong",
+                End.UNKNOWN_TICKET,
+                reply=le32(LINK_PERMISSION_DENIED),
+            )
         step.to_client += le32(LINK_OK)
         self.established = True
         self.passthrough = self._passthrough_after_link

@@ -54,6 +54,7 @@ class WebsockifyClient:
 
     async def _ready(self, add, remove) -> None:  # noqa: ANN001 - the loop's add_/remove_reader or _writer
         future = self.loop.create_future()
+
         def ready() -> None:
             if not future.done():
                 future.set_result(None)

@@ -10,13 +10,18 @@ from console.errors import End, Refused
 # No state machine holds more than this of one client's bytes: a message's fixed part, a
 # handshake's, or a message it must see whole to rewrite. Bodies are streamed, never held.
 MAX_HELD = 8 * 1024
+# What the console (QEMU) may send in one go while the proxy completes its own handshake with
+# it: the SPICE main channel starts talking as soon as the link is accepted. QEMU is the
+# portal's own; the bound is against a misconfigured endpoint, not a hostile one.
+SERVER_HELD = 4 * 128 * 1024
 
 
 class Violation(Refused):
     """The client broke the protocol or asked for what its role does not allow."""
 
-    def __init__(self, detail: str, end: End = End.PROTOCOL_VIOLATION) -> None:
+    def __init__(self, detail: str, end: End = End.PROTOCOL_VIOLATION, *, reply: bytes = b"") -> None:
         super().__init__(end, detail)
+        self.reply = reply  # what the protocol tells its client before the connection ends
 
 
 class ConsoleRefusedProxy(Exception):

@@ -22,14 +22,14 @@ pytestmark = [pytest.mark.hypervisor]
 class Browser:
     """A logged-in HTTP session against a running portal."""
 
-    def __init__(self, portal) -> None:
+    def __init__(self, portal, username: str = "admin", password: str = PASSWORD) -> None:
         self.portal = portal
         self.http = requests.Session()
         page = self.http.get(f"{portal.url}/accounts/login/")
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
         response = self.http.post(
             f"{portal.url}/accounts/login/",
-            {"username": "admin", "password": PASSWORD, "csrfmiddlewaretoken": csrf},
+            {"username": username, "password": password, "csrfmiddlewaretoken": csrf},
             headers={"Origin": portal.url},
         )
         assert response.ok and "sessionid" in self.http.cookies
@@ -42,10 +42,19 @@ class Browser:
     def running_vm(self) -> None:
         self.post(f"/vms/{self.vm_id}/start/")  # already running is fine
 
-    def ticket(self) -> dict:
-        response = self.post(f"/vms/{self.vm_id}/console/ticket/")
+    def ticket(self, path: str = "console/ticket/") -> dict:
+        response = self.post(f"/vms/{self.vm_id}/{path}")
         assert response.status_code == 200, response.text
         return response.json()
+
+    def socket_url(self, ticket: dict) -> str:
+        return f"ws://{self.portal.url.split('://')[1]}{ticket['wsPath']}?token={ticket['token']}"
+
+    def socket(self, ticket: dict):
+        """The ticket's console WebSocket, opened as this user's page would."""
+        return connect(
+            self.socket_url(ticket), origin=self.portal.url, additional_headers={"Cookie": self.cookie()}
+        )
 
     def cookie(self) -> str:
         return f"sessionid={self.http.cookies['sessionid']}"
@@ -123,7 +132,7 @@ def test_a_page_ticket_is_no_bearer_token_on_websockify(portal, websockify_porta
     assert close_code(f"{proxy}?token={ticket['token']}", portal.url) == 4012  # another proxy's
     time.sleep(0.3)
     log = (ARTIFACTS / "consoleproxy.log").read_text()
-    assert "console ticket refused: the console ticket was issued for another console proxy" in log
+    assert "console refused for 127.0.0.1: the console ticket was issued for another console proxy" in log
 
 
 def test_websockify_admits_its_tickets_only_from_their_page_and_ends_them_on_logout(websockify_portal):
@@ -134,7 +143,7 @@ def test_websockify_admits_its_tickets_only_from_their_page_and_ends_them_on_log
     assert close_code(f"{proxy}?token={stolen}", "http://evil.example", timeout=1) == 4001
     time.sleep(0.3)
     assert (
-        "console ticket refused: the page is not served by this portal"
+        "console refused for 127.0.0.1: the page is not served by this portal"
         in (ARTIFACTS / "consoleproxy.log").read_text()
     )
     ticket = browser.ticket()["token"]

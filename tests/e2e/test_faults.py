@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 from bench.setup import daphne_argv, free_port, wait_for_port
 from tests.e2e.conftest import ARTIFACTS, Portal, login, virsh, wait_for_canvas
 from tests.e2e.test_attacks import Browser, close_code
+from tests.helpers import rfb_client_handshake
 
 pytestmark = [pytest.mark.hypervisor]
 
@@ -119,7 +120,7 @@ def test_a_vm_destroyed_under_its_console_100_times_leaks_nothing(portal):
 
         def hold():
             with connect(url, origin=portal.url, additional_headers={"Cookie": browser.cookie()}) as ws:
-                ws.recv(timeout=10)  # the VM's RFB greeting: admitted and relaying
+                rfb_client_handshake(ws)  # admitted, authenticated to QEMU, relaying
                 relaying.set()
                 try:
                     while True:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from console.relay import MIN_READ_SIZE, READ_SIZE, ConsoleLink
+from console.proxy.relay import MIN_READ_SIZE, READ_SIZE, ConsoleLink
 
 
 async def test_reads_are_bounded_and_the_buffer_follows_the_traffic():

@@ -1,61 +1,30 @@
-"""The WebSocket console proxy, with WebsocketCommunicator against a local TCP echo server."""
+"""The console gate through the portal's WebSocket, with WebsocketCommunicator against console
+stand-ins that authenticate the proxy as QEMU does (tests/helpers.py), then echo."""
 
 import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.test import Client
 
-from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
-from console.tickets import Refusal
-from portal.asgi import application
-from tests.helpers import TEST_NODE_URI, EchoServer, make_ticket
+from console.errors import End
+from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
+from tests.helpers import (
+    HOST,
+    EchoServer,
+    SpiceServer,
+    communicator,
+    login_session,
+    make_ticket,
+    receive_exactly,
+    rfb_handshake,
+    spice_handshake,
+    spice_link,
+)
+from tests.proxy.test_rfb import CLIP_PROVIDE, ENCODINGS, KEY, POINTER, QEMU_KEY, UPDATE_REQUEST, cut
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ORIGIN = (b"origin", b"http://127.0.0.1:8000")
-HOST = (b"host", b"127.0.0.1:8000")
-
-
-@pytest.fixture
-def vms(user):
-    host = Host.objects.create(name="fake", uri=TEST_NODE_URI)
-    return (
-        VirtualMachine.objects.create(name="vm-a", owner=user, host=host),
-        VirtualMachine.objects.create(name="vm-b", owner=user, host=host),
-    )
-
-
-def session_cookie(user, session_key: str | None = None) -> tuple[bytes, bytes]:
-    """The Cookie header of a browser logged in as `user` (none for AnonymousUser)."""
-    if not user.is_authenticated:
-        return (b"cookie", b"")
-    if session_key is None:
-        session_key = login_session(user)
-    return (b"cookie", f"sessionid={session_key}".encode())
-
-
-def login_session(user) -> str:
-    """A new login session of `user`: its key."""
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
-
-
-async def communicator(
-    vm_id, token, user, headers=(ORIGIN, HOST), subprotocols=("binary",), session_key=None
-):
-    cookie = await database_sync_to_async(session_cookie)(user, session_key)
-    comm = WebsocketCommunicator(
-        application,
-        f"/ws/console/{vm_id}/?token={token}",
-        headers=[*headers, cookie],
-        subprotocols=list(subprotocols),
-    )
-    comm.scope["client"] = ["127.0.0.1", 50000]
-    return comm
 
 
 async def test_relays_bytes_both_ways_and_records_the_session(user, vms):
@@ -64,16 +33,16 @@ async def test_relays_bytes_both_ways_and_records_the_session(user, vms):
         comm = await communicator(vms[0].id, token, user)
         connected, subprotocol = await comm.connect()
         assert connected and subprotocol == "binary"
-        assert await comm.receive_from() == b"HELLO"
-        payload = bytes(range(256)) * 400
+        await rfb_handshake(comm)
+        payload = cut(bytes(range(256)) * 400)  # a clipboard, passed in pieces as it comes
         await comm.send_to(bytes_data=payload)
-        echoed = b""
-        while len(echoed) < len(payload):
-            echoed += await comm.receive_from()
-        assert echoed == payload
+        assert await receive_exactly(comm, len(payload)) == payload
         await comm.disconnect()
         session = await database_sync_to_async(ConsoleSession.objects.get)()
-        assert (session.bytes_to_client, session.bytes_from_client) == (5 + len(payload), len(payload))
+        # What the client and the console exchanged (ClientInit on), not the proxy's own
+        # handshake with QEMU.
+        assert (session.bytes_to_client, session.bytes_from_client) == (5 + len(payload), 1 + len(payload))
+        assert session.established_at is not None
         assert session.ended_at is not None and session.end_reason == "client closed"
         assert session.client_address == "127.0.0.1" and session.via == "channels"
         await asyncio.sleep(0.05)
@@ -86,7 +55,7 @@ async def test_console_closing_ends_the_session(user, vms):
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user)
         await comm.connect()
-        assert await comm.receive_from() == b"HELLO"
+        await rfb_handshake(comm)
         echo.writers[0].close()  # the VM shuts down
         closed = await comm.receive_output()
         assert closed == {"type": "websocket.close", "code": 4011, "reason": "console closed"}
@@ -97,10 +66,10 @@ async def test_console_closing_ends_the_session(user, vms):
 
 
 async def admitted(comm) -> None:
-    """Connect, and wait for the console's greeting: the handshake is accepted before the
-    checks, so only data from the console says they passed (and the session is recorded)."""
+    """Connect, and complete the console's handshake: the WebSocket is accepted before the
+    checks, so only the console's handshake says they passed (and the session is recorded)."""
     assert (await comm.connect())[0]
-    assert await comm.receive_from() == b"HELLO"
+    await rfb_handshake(comm)
 
 
 async def refused_with(comm):
@@ -118,17 +87,17 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
         new = database_sync_to_async(make_ticket)
         cases = [
             (
-                Refusal.NOT_LOGGED_IN,
+                End.NOT_LOGGED_IN,
                 await communicator(vm_a.id, await new(user, vm_a, echo.port), AnonymousUser()),
             ),
-            (Refusal.OTHER_USER, await communicator(vm_a.id, await new(user, vm_a, echo.port), other_user)),
+            (End.OTHER_USER, await communicator(vm_a.id, await new(user, vm_a, echo.port), other_user)),
             (
-                Refusal.EXPIRED,
+                End.EXPIRED,
                 await communicator(vm_a.id, await new(user, vm_a, echo.port, seconds=-1), user),
             ),
-            (Refusal.OTHER_VM, await communicator(vm_b.id, await new(user, vm_a, echo.port), user)),
+            (End.OTHER_VM, await communicator(vm_b.id, await new(user, vm_a, echo.port), user)),
             (
-                Refusal.FOREIGN_ORIGIN,
+                End.FOREIGN_ORIGIN,
                 await communicator(
                     vm_a.id,
                     await new(user, vm_a, echo.port),
@@ -137,14 +106,14 @@ async def test_each_refusal_has_its_code_and_relays_nothing(user, other_user, vm
                 ),
             ),
             (
-                Refusal.FOREIGN_ORIGIN,
+                End.FOREIGN_ORIGIN,
                 await communicator(vm_a.id, await new(user, vm_a, echo.port), user, headers=[HOST]),
             ),
-            (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "made-up-token", user)),
-            (Refusal.UNKNOWN_TICKET, await communicator(vm_a.id, "", user)),
+            (End.UNKNOWN_TICKET, await communicator(vm_a.id, "made-up-token", user)),
+            (End.UNKNOWN_TICKET, await communicator(vm_a.id, "", user)),
         ]
         for refusal, comm in cases:
-            assert await refused_with(comm) == refusal.value, refusal
+            assert await refused_with(comm) == refusal, refusal
         assert echo.connections == 0
         assert not await database_sync_to_async(ConsoleSession.objects.exists)()
         # Refusals use up nothing: the tickets still have every connection left.
@@ -160,9 +129,8 @@ async def test_a_ticket_admits_several_connections_up_to_its_cap(user, vms):
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, max_connections=2)
         first, second = await communicator(vms[0].id, token, user), await communicator(vms[0].id, token, user)
         for comm in (first, second):
-            assert (await comm.connect())[0]
-            assert await comm.receive_from() == b"HELLO"
-        assert await refused_with(await communicator(vms[0].id, token, user)) == Refusal.EXHAUSTED.value
+            await admitted(comm)
+        assert await refused_with(await communicator(vms[0].id, token, user)) == End.EXHAUSTED
         for comm in (first, second):
             await comm.disconnect()
         assert echo.connections == 2
@@ -173,11 +141,11 @@ async def test_revoked_access_refuses_an_issued_ticket(user, other_user, vms):
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user)
         await database_sync_to_async(VirtualMachine.objects.filter(pk=vms[0].pk).update)(owner=other_user)
-        assert await refused_with(comm) == Refusal.FORBIDDEN.value
+        assert await refused_with(comm) == End.FORBIDDEN
         deactivated = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
         comm = await communicator(vms[0].id, deactivated, other_user)
         await database_sync_to_async(type(user).objects.filter(pk=other_user.pk).update)(is_active=False)
-        assert await refused_with(comm) == Refusal.NOT_LOGGED_IN.value  # Django's login ends first
+        assert await refused_with(comm) == End.NOT_LOGGED_IN  # Django's login ends first
         assert echo.connections == 0
 
 
@@ -221,11 +189,11 @@ def _admin_ends_it(user, vm, session_key):
 @pytest.mark.parametrize(
     "change, refusal",
     [
-        (_admin_ends_it, Refusal.ENDED_BY_ADMIN),
-        (_logout, Refusal.LOGGED_OUT),
-        (_new_password, Refusal.PASSWORD_CHANGED),
-        (_deactivate, Refusal.DEACTIVATED),
-        (_give_vm_away, Refusal.FORBIDDEN),
+        (_admin_ends_it, End.ENDED_BY_ADMIN),
+        (_logout, End.LOGGED_OUT),
+        (_new_password, End.PASSWORD_CHANGED),
+        (_deactivate, End.DEACTIVATED),
+        (_give_vm_away, End.FORBIDDEN),
     ],
 )
 async def test_an_open_console_ends_when_the_right_to_it_ends(user, vms, settings, change, refusal):
@@ -234,18 +202,17 @@ async def test_an_open_console_ends_when_the_right_to_it_ends(user, vms, setting
         key = await database_sync_to_async(login_session)(user)
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, session_key=key)
         comm = await communicator(vms[0].id, token, user, session_key=key)
-        assert (await comm.connect())[0]
-        assert await comm.receive_from() == b"HELLO"
+        await admitted(comm)
         await asyncio.sleep(0.5)  # several checks pass while the right holds
-        await comm.send_to(bytes_data=b"still here")
-        assert await comm.receive_from() == b"still here"
+        await comm.send_to(bytes_data=KEY)
+        assert await receive_exactly(comm, len(KEY)) == KEY
 
         await database_sync_to_async(change)(user, vms[0], key)
         closed = await comm.receive_output(timeout=3)
-        assert closed == {"type": "websocket.close", "code": refusal.value, "reason": refusal.message}
-        await comm.disconnect(code=refusal.value)
+        assert closed == {"type": "websocket.close", "code": refusal, "reason": refusal.reason}
+        await comm.disconnect(code=refusal)
         session = await database_sync_to_async(ConsoleSession.objects.get)()
-        assert session.ended_at is not None and session.end_reason == refusal.message
+        assert session.ended_at is not None and session.end_reason == refusal.reason
         await asyncio.sleep(0.05)
         assert echo.open == 0
     assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
@@ -256,15 +223,15 @@ async def test_open_consoles_send_heartbeats(user, vms, settings):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user)
-        assert (await comm.connect())[0]
-        assert await comm.receive_from() == b"HELLO"  # admitted: the console greeted
+        await admitted(comm)
         first = (await database_sync_to_async(ConsoleSession.objects.get)()).seen_at
-        await comm.send_to(bytes_data=b"12345")
+        await comm.send_to(bytes_data=KEY)
+        await receive_exactly(comm, len(KEY))
         await asyncio.sleep(0.6)
         later = await database_sync_to_async(ConsoleSession.objects.get)()
         assert later.seen_at > first
         # the live consoles page sees the bytes so far, before the session ends
-        assert (later.bytes_to_client, later.bytes_from_client) == (10, 5) and later.ended_at is None
+        assert (later.bytes_to_client, later.bytes_from_client) == (13, 9) and later.ended_at is None
         await comm.disconnect()
 
 
@@ -291,7 +258,7 @@ async def test_only_the_portals_own_origin_is_admitted(user, vms, origin):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user, headers=[(b"origin", origin), HOST])
-        assert await refused_with(comm) == Refusal.FOREIGN_ORIGIN.value
+        assert await refused_with(comm) == End.FOREIGN_ORIGIN
         assert echo.connections == 0
 
 
@@ -310,7 +277,7 @@ async def test_a_ticket_opens_only_from_the_origin_it_was_issued_to(user, vms, s
 async def test_a_ticket_for_another_proxy_is_refused(user, vms, kind):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, kind=kind)
-        assert await refused_with(await communicator(vms[0].id, token, user)) == Refusal.WRONG_PATH.value
+        assert await refused_with(await communicator(vms[0].id, token, user)) == End.WRONG_PATH
         assert echo.connections == 0
 
 
@@ -328,7 +295,7 @@ async def test_a_ticket_does_not_survive_a_restart_of_its_vm(user, vms):
         await database_sync_to_async(_restart_domain)(vms[1])
         # The new domain may well listen on the same port: the ticket must not open it.
         comm = await communicator(vms[1].id, token, user)
-        assert await refused_with(comm) == Refusal.VM_RESTARTED.value
+        assert await refused_with(comm) == End.VM_RESTARTED
         assert echo.connections == 0
 
 
@@ -340,15 +307,13 @@ async def test_consoles_per_user_are_capped(user, vms):
         first = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         second = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         channel = await communicator(vms[0].id, first, user)
-        assert (await channel.connect())[0]
-        assert await channel.receive_from()  # admitted: the console greeted
+        await admitted(channel)
         # More channels of the same console are fine (spice-html5 opens several)...
         another_channel = await communicator(vms[0].id, first, user)
-        assert (await another_channel.connect())[0]
-        assert await another_channel.receive_from()
+        await admitted(another_channel)
         # ...another console is not, until one closes.
         refused = await refused_with(await communicator(vms[0].id, second, user))
-        assert refused == Refusal.TOO_MANY_CONSOLES.value
+        assert refused == End.TOO_MANY_CONSOLES
         await channel.disconnect()
         await another_channel.disconnect()
         comm = await communicator(vms[0].id, second, user)
@@ -385,34 +350,35 @@ async def test_an_idle_console_is_ended_and_input_keeps_one_open(user, vms, sett
         idle = await communicator(vms[0].id, idle_token, user)
         busy = await communicator(vms[0].id, busy_token, user)
         for comm in (idle, busy):
-            assert (await comm.connect())[0]
-            assert await comm.receive_from() == b"HELLO"
-        # The VNC page says the user is active: kept to the proxy, never relayed to the VM.
-        await busy.send_to(text_data='{"activity":1}')
+            await admitted(comm)
+        # The proxy follows the client's messages: a key press is the user's input; screen
+        # update requests (which a page sends all the time) are not.
+        await idle.send_to(bytes_data=UPDATE_REQUEST)
+        await busy.send_to(bytes_data=KEY)
+        await receive_exactly(idle, len(UPDATE_REQUEST))
+        await receive_exactly(busy, len(KEY))
         await asyncio.sleep(0.5)
         await database_sync_to_async(_age_ticket)(idle_token, created_at=long_ago)
         await database_sync_to_async(_age_ticket)(busy_token, created_at=long_ago)
         closed = await idle.receive_output(timeout=3)
-        assert closed["code"] == Refusal.IDLE.value
-        await busy.send_to(bytes_data=b"still here")
-        assert await busy.receive_from() == b"still here"  # the active one stays, and no text reached it
+        assert closed["code"] == End.IDLE
+        await busy.send_to(bytes_data=POINTER)
+        assert await receive_exactly(busy, len(POINTER)) == POINTER  # the active one stays
         await idle.disconnect()
         await busy.disconnect()
 
 
 async def test_input_on_a_spice_inputs_channel_counts_as_activity(user, vms, settings):
     settings.CONSOLE_RECHECK_SECONDS = 0.2
-    link = b"REDQ" + bytes(16) + bytes([3]) + bytes(20)  # SpiceLinkHeader, then channel type 3
-    async with EchoServer() as echo:
-        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, protocol="spice")
+    async with SpiceServer() as spice:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], spice.port, protocol="spice")
         comm = await communicator(vms[0].id, token, user)
         assert (await comm.connect())[0]
-        await comm.receive_from()
-        await comm.send_to(bytes_data=link)
-        await comm.receive_from()
+        await spice_handshake(comm, channel=3)
+        assert spice.links == [3]
         assert (await database_sync_to_async(ConsoleTicket.objects.get)()).last_input_at is None
         await comm.send_to(bytes_data=b"a key")
-        await comm.receive_from()
+        await receive_exactly(comm, 5)
         await asyncio.sleep(0.5)
         assert (await database_sync_to_async(ConsoleTicket.objects.get)()).last_input_at is not None
         await comm.disconnect()
@@ -428,13 +394,13 @@ async def test_a_console_is_ended_at_its_maximum_length(user, vms, settings):
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user)
-        assert (await comm.connect())[0]
-        await comm.receive_from()
-        await comm.send_to(text_data='{"activity":1}')
+        await admitted(comm)
+        await comm.send_to(bytes_data=KEY)
+        await receive_exactly(comm, len(KEY))
         await asyncio.sleep(0.5)  # active, and young: it stays
         await database_sync_to_async(_age_ticket)(token, created_at=timezone.now() - timedelta(minutes=11))
         closed = await comm.receive_output(timeout=3)
-        assert closed["code"] == Refusal.TOO_LONG.value
+        assert closed["code"] == End.TOO_LONG
         await comm.disconnect()
 
 
@@ -454,7 +420,6 @@ def _scrape(client) -> dict:
 
 
 async def test_metrics_count_a_session_opened_and_closed_and_refusals(user, vms, django_user_model, settings):
-    from django.test import Client
 
     staff = await database_sync_to_async(django_user_model.objects.create_user)(
         "ops", password="ops-pw-123", is_staff=True
@@ -465,8 +430,7 @@ async def test_metrics_count_a_session_opened_and_closed_and_refusals(user, vms,
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
         comm = await communicator(vms[0].id, token, user)
-        assert (await comm.connect())[0]
-        assert await comm.receive_from() == b"HELLO"
+        await admitted(comm)
         during = await database_sync_to_async(_scrape)(client)
         await comm.disconnect()
         assert await refused_with(await communicator(vms[0].id, "no-such-ticket", user)) == 4003
@@ -500,23 +464,17 @@ def test_metrics_are_refused_to_anonymous_and_users_and_open_to_the_scrape_token
 async def test_console_clipboard_off_drops_a_vnc_clients_clipboard_at_the_proxy(user, vms):
     """A hand-written client (not the page) sends its clipboard: the proxy keeps it from the VM
     and passes everything else; the echo server stands for the VM."""
-
-    from tests.test_rfb import HANDSHAKE, KEY, POINTER, cut
-
     for policy, passes in (("off", False), ("from-vm", False), ("to-vm", True), ("both", True)):
         await database_sync_to_async(_set)("console.clipboard", policy)
         async with EchoServer() as echo:
             token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
             comm = await communicator(vms[0].id, token, user)
-            assert (await comm.connect())[0]
-            assert await comm.receive_from() == b"HELLO"
-            sent = HANDSHAKE + KEY + cut(b"the password") + POINTER
+            await admitted(comm)
+            sent = KEY + cut(b"the password") + POINTER
             await comm.send_to(bytes_data=sent)
-            expected = sent if passes else HANDSHAKE + KEY + POINTER
-            echoed = b""
-            while len(echoed) < len(expected):
-                echoed += await comm.receive_from()
-            assert echoed == expected, policy
+            expected = sent if passes else KEY + POINTER
+            assert await receive_exactly(comm, len(expected)) == expected, policy
+            assert await comm.receive_nothing(0.1)
             await comm.disconnect()
 
 
@@ -524,65 +482,138 @@ async def test_console_clipboard_off_drops_a_vnc_clients_clipboard_at_the_proxy(
 
 
 def _share(vm, viewer):
-    from console.sessions import console_share_create
+    from console.shares import console_share_create
 
     return console_share_create(vm=vm, username=viewer.username, by=vm.owner)
 
 
 async def test_a_watchers_keys_mouse_and_clipboard_never_reach_the_vm(user, other_user, vms):
-    from tests.test_rfb import ENCODINGS, HANDSHAKE, KEY, POINTER, QEMU_KEY, cut
-
-    share = await database_sync_to_async(_share)(vms[0], other_user)
+    await database_sync_to_async(_share)(vms[0], other_user)
     async with EchoServer() as echo:
-        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
-        await database_sync_to_async(_age_ticket)(token, view_only=True)
+        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port, view_only=True)
         comm = await communicator(vms[0].id, token, other_user)
         assert (await comm.connect())[0]
-        assert await comm.receive_from() == b"HELLO"
+        await rfb_handshake(comm, shared=0)  # asks for exclusive: QEMU gets shared
+        assert echo.shared_flags == [1]
         # A modified page (or any client) sends input anyway: only what cannot touch the VM passes.
-        await comm.send_to(bytes_data=HANDSHAKE + ENCODINGS + KEY + POINTER + QEMU_KEY + cut(b"rm -rf /"))
-        echoed = b""
-        while len(echoed) < len(HANDSHAKE + ENCODINGS):
-            echoed += await comm.receive_from()
-        assert echoed == HANDSHAKE + ENCODINGS
+        await comm.send_to(bytes_data=ENCODINGS + KEY + POINTER + QEMU_KEY + cut(b"rm -rf /") + CLIP_PROVIDE)
+        without_clipboard = ENCODINGS[:2] + b"\x00\x02" + ENCODINGS[4:12]
+        assert await receive_exactly(comm, len(without_clipboard)) == without_clipboard
         assert await comm.receive_nothing(0.3)
         await comm.disconnect()
-    assert share.pk
 
 
-async def test_ending_a_share_ends_the_watchers_console(user, other_user, vms, settings):
-    from console.sessions import console_share_end
+async def test_an_unknown_message_ends_the_console_and_nothing_after_it_reaches_the_vm(user, vms):
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, token, user)
+        await admitted(comm)
+        await comm.send_to(bytes_data=bytes([7]) + KEY * 10)  # one write: unknown, then keys
+        closed = await comm.receive_output(timeout=3)
+        assert closed["type"] == "websocket.close" and closed["code"] == End.PROTOCOL_VIOLATION
+        await comm.disconnect(code=closed["code"])
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert session.end_reason == End.PROTOCOL_VIOLATION.reason and session.bytes_from_client == 1
 
-    settings.CONSOLE_RECHECK_SECONDS = 0.2
+
+async def test_ending_a_share_ends_the_watchers_console_at_once(user, other_user, vms, settings):
+    """The notice reaches the relaying process at once: no waiting for the periodic check."""
+    from console.shares import console_share_end
+
+    settings.CONSOLE_RECHECK_SECONDS = 30
     share = await database_sync_to_async(_share)(vms[0], other_user)
     async with EchoServer() as echo:
-        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)
-        await database_sync_to_async(_age_ticket)(token, view_only=True)
+        token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port, view_only=True)
         comm = await communicator(vms[0].id, token, other_user)
-        assert (await comm.connect())[0]
-        await comm.receive_from()
-        await asyncio.sleep(0.4)  # watching, with the right to
+        await admitted(comm)
         await database_sync_to_async(console_share_end)(vm=vms[0], share_id=share.pk)
         closed = await comm.receive_output(timeout=3)
-        assert closed["code"] == Refusal.SHARE_ENDED.value
+        assert closed["code"] == End.SHARE_ENDED
         await comm.disconnect()
 
 
-async def test_a_watcher_gets_no_spice_inputs_channel(user, vms):
-    async with EchoServer() as echo:
-        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, protocol="spice")
-        await database_sync_to_async(_age_ticket)(token, view_only=True)
+async def test_a_watcher_gets_no_spice_inputs_channel_even_with_its_link_split(user, vms):
+    link = spice_link(3)
+    async with SpiceServer() as spice:
+        token = await database_sync_to_async(make_ticket)(
+            user, vms[0], spice.port, protocol="spice", view_only=True
+        )
         comm = await communicator(vms[0].id, token, user)
         assert (await comm.connect())[0]
-        await comm.receive_from()
-        await comm.send_to(bytes_data=b"REDQ" + bytes(16) + bytes([3]) + bytes(20))
+        await comm.send_to(bytes_data=link[:21])
+        await comm.send_to(bytes_data=link[21:])
         closed = await comm.receive_output(timeout=3)
-        assert closed["code"] == Refusal.VIEW_ONLY.value
+        assert closed["code"] == End.VIEW_ONLY
         await comm.disconnect()
+        assert spice.links == []  # QEMU never saw the link
 
 
 async def test_a_ticket_that_is_not_view_only_needs_the_vm_not_a_share(user, other_user, vms):
     await database_sync_to_async(_share)(vms[0], other_user)
     async with EchoServer() as echo:
         token = await database_sync_to_async(make_ticket)(other_user, vms[0], echo.port)  # full access
-        assert await refused_with(await communicator(vms[0].id, token, other_user)) == Refusal.FORBIDDEN.value
+        assert await refused_with(await communicator(vms[0].id, token, other_user)) == End.FORBIDDEN
+
+
+async def test_a_password_rotated_under_a_connection_costs_it_one_more_try(user, vms):
+    """QEMU refuses the password the proxy read, because a rotation changed it meanwhile: the
+    proxy reads the new one and tries again; the client sees none of it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.graphics import graphics_password_record
+
+    def rotated() -> None:
+        ticket = ConsoleTicket.objects.get()
+        graphics_password_record(
+            vm=vms[0],
+            domain_id=ticket.domain_id,
+            password="the-new-one",
+            valid_until=timezone.now() + timedelta(minutes=5),
+        )
+
+    async with EchoServer(password="the-new-one", on_auth_failure=database_sync_to_async(rotated)) as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port, password="the-old-one")
+        comm = await communicator(vms[0].id, token, user)
+        await admitted(comm)
+        assert (echo.auth_failures, echo.connections) == (1, 2)
+        await comm.disconnect()
+
+
+async def test_a_vv_files_one_time_password_is_checked_by_the_proxy(user, vms):
+    from console.proxy.connect import serve
+
+    ready = asyncio.Event()
+    from bench.setup import free_port
+
+    port = free_port()
+    server = asyncio.create_task(serve("127.0.0.1", port, ready))
+    await ready.wait()
+    try:
+        async with SpiceServer() as spice:
+            token = await database_sync_to_async(make_ticket)(
+                user, vms[0], spice.port, protocol="spice", kind="vv", client_secret="one-time-secret"
+            )
+            for secret, linked in (("guessed", False), ("one-time-secret", True)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"CONNECT {token}:{spice.port} HTTP/1.1\r\n\r\n".encode())
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+                writer.write(spice_link(1))
+                header = await reader.readexactly(16)
+                reply = await reader.readexactly(int.from_bytes(header[12:16], "little"))
+                from cryptography.hazmat.primitives import serialization
+
+                from tests.helpers import OAEP
+
+                key = serialization.load_der_public_key(reply[4 : 4 + 162])
+                writer.write((1).to_bytes(4, "little") + key.encrypt(secret.encode() + b"\0", OAEP))
+                result = await reader.readexactly(4)
+                assert (result == bytes(4)) is linked, secret
+                if linked:
+                    assert await reader.readexactly(5) == b"HELLO"
+                writer.close()
+            assert spice.auth_failures == 0  # QEMU's password is the proxy's business only
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)

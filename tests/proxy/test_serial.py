@@ -8,20 +8,14 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from console.errors import ConsoleUnavailable, End
 from console.models import ConsoleSession, ConsoleTicket, Host, VirtualMachine
-from console.tickets import ConsoleUnavailable, Refusal, serial_ticket_issue
+from console.tickets import serial_ticket_issue
 from portal.asgi import application
 from portal.security import content_security_policy
-from tests.helpers import ORIGIN, TEST_NODE_URI, make_ticket
-from tests.test_consumer import HOST, session_cookie
+from tests.helpers import HOST, ORIGIN, TEST_NODE_URI, make_ticket, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def vm(user):
-    host = Host.objects.create(name="fake", uri=TEST_NODE_URI)
-    return VirtualMachine.objects.create(name="vm-a", owner=user, host=host)
 
 
 async def serial_socket(vm_id, token, user, origin=ORIGIN):
@@ -59,19 +53,19 @@ def test_no_serial_ticket_for_another_users_vm(other_user, vm):
 async def test_a_graphical_consoles_ticket_does_not_open_the_serial_console(user, vm):
     token = await database_sync_to_async(make_ticket)(user, vm, 5900)
     code, reason = await refusal_of(await serial_socket(vm.id, token, user))
-    assert (code, reason) == (Refusal.WRONG_PATH.value, Refusal.WRONG_PATH.message)
+    assert (code, reason) == (End.WRONG_PATH, End.WRONG_PATH.message)
 
 
 async def test_foreign_origin_is_refused(user, vm):
     token = await database_sync_to_async(make_ticket)(user, vm, 0, kind=ConsoleTicket.Kind.SERIAL)
     code, _ = await refusal_of(await serial_socket(vm.id, token, user, origin="http://evil.example"))
-    assert code == Refusal.FOREIGN_ORIGIN.value
+    assert code == End.FOREIGN_ORIGIN
 
 
 async def test_another_users_ticket_is_refused(user, other_user, vm):
     token = await database_sync_to_async(make_ticket)(user, vm, 0, kind=ConsoleTicket.Kind.SERIAL)
     code, _ = await refusal_of(await serial_socket(vm.id, token, other_user))
-    assert code == Refusal.OTHER_USER.value
+    assert code == End.OTHER_USER
 
 
 async def test_a_console_libvirt_cannot_open_is_refused_in_words_and_recorded(user, vm):
@@ -86,7 +80,7 @@ async def test_a_console_libvirt_cannot_open_is_refused_in_words_and_recorded(us
     await comm.disconnect()
     session = await database_sync_to_async(ConsoleSession.objects.get)()
     assert session.protocol == "serial" and session.ended_at is not None
-    assert session.end_reason == "console unavailable"
+    assert session.end_reason == End.UNREACHABLE.reason
 
 
 def test_serial_page_allows_xterms_styles_by_a_nonce_of_its_own(client, user, vm):
