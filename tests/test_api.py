@@ -76,6 +76,24 @@ def test_vm_list_filters_orders_and_paginates(clients, user, vm):
     )
 
 
+def test_lists_are_paged_in_the_database_with_a_capped_limit(clients, user, vm, django_assert_max_num_queries):
+    """A page costs the same however many rows there are: the query is sliced, and only the
+    page's rows are built (one libvirt call per host)."""
+    owner = clients["owner"]
+    too_many = owner.get("/api/v1/vms/?limit=501")
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "limit"
+    VirtualMachine.objects.bulk_create(
+        VirtualMachine(name=f"vm-{n:03}", owner=user, host=vm.host) for n in range(200)
+    )
+    with django_assert_max_num_queries(8) as few:
+        page = owner.get("/api/v1/vms/?limit=5&offset=100").json()
+    assert page["count"] == 201 and len(page["items"]) == 5
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        owner.get("/api/v1/vms/?limit=5&offset=0")
+    sessions = owner.get("/api/v1/sessions/?limit=1").json()
+    assert sessions == {"items": [], "count": 0}
+
+
 def test_vm_detail_per_caller(clients, vm):
     url = f"/api/v1/vms/{vm.id}/"
     detail = clients["owner"].get(url).json()

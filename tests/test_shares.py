@@ -73,3 +73,17 @@ def test_an_ended_share_gives_nothing(client, other_user, vm):
     ConsoleShare.objects.create(vm=vm, viewer=other_user, ended_at=timezone.now())
     client.force_login(other_user)
     assert client.get(f"/vms/{vm.id}/console/").status_code == 404
+
+
+def test_an_owner_who_is_not_staff_sees_who_watches_now(client, user, other_user, vm):
+    """The owner's list of open consoles holds their own only; who watches is read apart."""
+    from django.utils import timezone
+
+    from console.models import ConsoleSession
+
+    client.force_login(user)
+    client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username})
+    assert not user.is_staff
+    ConsoleSession.objects.create(user=other_user, vm=vm, via="channels", protocol="vnc", seen_at=timezone.now())
+    page = client.get(f"/vms/{vm.id}/").content.decode()
+    assert f"{other_user.username} — <strong>watching now</strong>" in page

@@ -285,3 +285,36 @@ def test_metrics_of_every_worker_from_any_worker(cluster):
     assert requests.get(f"{cluster.url}/metrics", timeout=10).status_code == 401
     first, second = started(base), started(base + 1)
     assert first == second > 0  # the sessions the tests above opened, whichever worker relayed them
+
+
+def test_a_client_cannot_write_its_own_address_into_the_records(cluster):
+    """HAProxy sets X-Forwarded-For to the address it sees; a worker reached directly that
+    trusts the header records only an IP address (a forged value is None, never a 500 on
+    PostgreSQL's inet column)."""
+    from tests.helpers import rfb_client_handshake
+
+    browser = Browser(cluster)
+    browser.running_vm()
+    forged = {"Cookie": browser.cookie(), "X-Forwarded-For": "6.6.6.6"}
+    ticket = browser.ticket()
+    with connect(browser.socket_url(ticket), origin=cluster.url, additional_headers=forged) as ws:
+        rfb_client_handshake(ws)
+    worker = f"127.0.0.1:{int(cluster.env['WORKER_BASE_PORT'])}"
+    ticket = browser.ticket()
+    url = f"ws://{worker}{ticket['wsPath']}?token={ticket['token']}"
+    junk = {"Cookie": browser.cookie(), "X-Forwarded-For": "<script>, 6.6.6.6"}
+    with connect(url, origin=cluster.url, additional_headers=junk) as ws:
+        rfb_client_handshake(ws)
+    vv = browser.http.post(
+        f"http://{worker}/vms/{browser.vm_id}/console.vv",
+        headers={"X-CSRFToken": browser.http.cookies["csrftoken"], "Origin": cluster.url, "X-Forwarded-For": "nope"},
+    )
+    assert vv.status_code == 200
+    time.sleep(1)
+    addresses = cluster.manage(
+        "shell",
+        "-c",
+        "from console.models import ConsoleSession as S; "
+        "print([s.client_address for s in S.objects.order_by('-started_at')[:3]])",
+    ).strip().splitlines()[-1]
+    assert addresses == "[None, None, '127.0.0.1']"
