@@ -18,6 +18,7 @@ import sys
 import time
 
 from bench import figures
+from bench.baseline import LANDED
 from bench.paths import paths_start
 from bench.setup import world_create
 
@@ -53,7 +54,7 @@ FULL = dict(
     idle_sessions=1000,
     ladder=[100, 200, 400, 700, 1000, 1500],
     ladder_samples=500,
-    browser_repeats=5,
+    browser_repeats=7,
     stalled_seconds=15,
 )
 SHORT = dict(
@@ -72,11 +73,13 @@ SHORT = dict(
 )
 
 
-async def measure(config: dict, with_browser: bool, only_browser: bool = False) -> dict:
+async def measure(
+    config: dict, with_browser: bool, only_browser: bool = False, baseline: str | None = None
+) -> dict:
     world = world_create()
     samples: dict[str, dict[str, list]] = {key: {} for key, *_ in METRICS}
     try:
-        paths = paths_start(world)
+        paths = paths_start(world, baseline)
 
         def add(path, result):
             for key, value in result.items():
@@ -128,12 +131,15 @@ def summarize(samples: dict) -> dict:
                 "max": max(values),
                 "samples": values,
             }
+        landed = next((name for name in per_path if name.startswith("Daphne, landed")), None)
         references = (("websockify", "vs_websockify"), ("raw TCP", "vs_raw_tcp"))
+        if landed is not None:
+            references += ((landed, "vs_landed"),)
         if key in BROWSER_KEYS:
             # The portal's console page against the stock client page, each cold or warm.
             from bench.browser import STOCK
 
-            references = ((STOCK, "vs_stock"),)
+            references = ((STOCK, "vs_stock"),) + ((landed, "vs_landed"),) * (landed is not None)
         for reference, field in references:
             if reference in per_path and per_path[reference]["median"]:
                 for entry in per_path.values():
@@ -169,6 +175,8 @@ def table(summary: dict, capped: dict) -> str:
                 ratios.append(f"{entry['vs_raw_tcp']:.2f}xraw")
             if "vs_stock" in entry and "stock" not in name:
                 ratios.append(f"{entry['vs_stock']:.2f}xstock")
+            if "vs_landed" in entry and name == "Daphne":
+                ratios.append(f"{entry['vs_landed']:.2f}xlanded")
             cells.append(f"{text + ' ' + ' '.join(ratios):>34}")
         lines.append(
             f"{label + ' [' + unit + (', more' if higher else ', less') + ' is better]':40} "
@@ -201,6 +209,14 @@ def main() -> None:
         action="store_true",
         help="instead: SSH tunnel vs direct, 1 vs 2 workers behind HAProxy (needs root, PostgreSQL, Redis)",
     )
+    parser.add_argument(
+        "--baseline",
+        nargs="?",
+        const=LANDED,
+        metavar="REV",
+        help=f"also measure the portal as of git revision REV (default {LANDED}, the landed version "
+        "before the console pipeline) in the same run",
+    )
     parser.add_argument("--sessions", type=int, default=500, help="soak sessions (default 500)")
     parser.add_argument("--minutes", type=float, default=10, help="soak length (default 10)")
     args = parser.parse_args()
@@ -225,13 +241,16 @@ def main() -> None:
         sys.exit(1 if result["dropped"] else 0)
     config = SHORT if args.short else FULL
     started = time.time()
-    samples = asyncio.run(measure(config, with_browser=not args.no_browser, only_browser=args.browser))
+    samples = asyncio.run(
+        measure(config, with_browser=not args.no_browser, only_browser=args.browser, baseline=args.baseline)
+    )
     capped = samples.pop("capped", {})
     summary = summarize(samples)
     header = (
         f"console proxy benchmark ({'short' if args.short else 'full'} run, {platform.node()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s); medians (min-max), "
-        "ratios to websockify (xws) and raw TCP (xraw); browser pages to the stock page (xstock)"
+        "ratios to stock websockify (xws) and raw TCP (xraw), Daphne's to the landed version's "
+        "(xlanded); browser pages to the stock page (xstock)"
     )
     print(header)
     print(table(summary, capped))

@@ -19,7 +19,9 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.setup import ROOT, World
+import psutil
+
+from bench.setup import BIN, ROOT, World, free_port
 
 # Debian's package installs /usr/bin/chromium, Ubuntu's /usr/bin/chromium-browser.
 CHROMIUM = (
@@ -123,17 +125,19 @@ def _consoles_closed(vm) -> None:
 
 class _Loads:
     """Loads of one page, cold (a browser context of its own: empty cache) and warm (one
-    context kept for the page, which has loaded it once before)."""
+    context kept for the page, which has loaded it once before). After each, it waits until
+    the page's connections are gone (`closed`; the portal's records by default)."""
 
-    def __init__(self, browser, vm, cookie: str | None = None) -> None:
+    def __init__(self, browser, vm, cookie: str | None = None, closed=None) -> None:
         self.browser, self.vm, self.cookie = browser, vm, cookie
+        self.closed = closed or partial(_consoles_closed, vm)
         self.warm_context = None
 
     def _load(self, context, url: str) -> float:
         try:
             return _time_to_first_frame(context, url)
         finally:
-            _consoles_closed(self.vm)
+            self.closed()
 
     def cold(self, url: str) -> float:
         context = _new_context(self.browser, self.cookie)
@@ -141,7 +145,7 @@ class _Loads:
             return _time_to_first_frame(context, url)
         finally:
             context.close()
-            _consoles_closed(self.vm)
+            self.closed()
 
     def warm(self, url_of) -> float:
         if self.warm_context is None:
@@ -157,21 +161,31 @@ class _Loads:
 STOCK = "stock page via websockify"
 
 
-def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str, list[float]]]:
-    """{path name: {"ttff_spice_ms": [...], "ttff_spice_warm_ms": [...], ...}}"""
-    from django.conf import settings
-    from playwright.sync_api import sync_playwright
+class _StockWebsockify:
+    """Stock websockify to one VM's console port: what the stock pages connect through, with
+    the VM's password in their URL, as their own demos do."""
 
-    from console.hypervisor import hypervisor_for
-    from console.models import Host, VirtualMachine
-    from console.tickets import console_ticket_issue
-    from console.vms import vm_start
+    def __init__(self, world: World, port: int) -> None:
+        self.port = free_port()
+        self.process = world.spawn(
+            f"stock-websockify-{port}",
+            [str(BIN / "websockify"), f"127.0.0.1:{self.port}", f"127.0.0.1:{port}"],
+            self.port,
+        )
 
-    host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
-    user = VirtualMachine.objects.get(pk=world.vm_id).owner
-    vms = {
+    def closed(self) -> None:
+        """Wait until its connections are gone (a process each): QEMU keeps one SPICE client."""
+        deadline = time.monotonic() + 10
+        while psutil.Process(self.process.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _vms(user, host, tag: str) -> dict:
+    from console.models import VirtualMachine
+
+    return {
         mode: VirtualMachine.objects.create(
-            name=f"bench-{mode}-{uuid.uuid4().hex[:6]}",
+            name=f"bench-{tag}{mode}-{uuid.uuid4().hex[:6]}",
             owner=user,
             host=host,
             console_mode=mode,
@@ -179,62 +193,87 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
         )
         for mode in ("spice", "vnc")
     }
+
+
+def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str, list[float]]]:
+    """{path name: {"ttff_spice_ms": [...], "ttff_spice_warm_ms": [...], ...}} for the portal's
+    pages (on Daphne, on uvicorn, and the landed version's if measured) and the stock pages."""
+    from django.conf import settings
+    from playwright.sync_api import sync_playwright
+
+    from console.graphics import graphics_password_for_proxy
+    from console.hypervisor import hypervisor_for
+    from console.models import Host, VirtualMachine
+    from console.vms import vm_start
+
+    host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
+    user = VirtualMachine.objects.get(pk=world.vm_id).owner
+    pages = [
+        p for p in portal_paths if p.name in ("Daphne", "uvicorn") or p.name.startswith("Daphne, landed")
+    ]
+    # The landed version rotates a VM's password at every ticket and hands it to the page; it
+    # gets VMs of its own, so neither version's pages meet the other's passwords.
+    vms_of = {p.name: _vms(user, host, "landed-" if "landed" in p.name else "") for p in pages}
+    own = vms_of["Daphne"]
+    for path in pages:
+        if path.name == "uvicorn":
+            vms_of[path.name] = own
     web_root = Path(tempfile.mkdtemp(prefix="console-bench-web-"))
     # The stock page comes with Debian's package; the portal serves none of its HTML pages.
     (web_root / "spice-html5").symlink_to("/usr/share/spice-html5")
     (web_root / "novnc").symlink_to(ROOT / "static" / "novnc")
     shutil.copy(Path(__file__).parent / "stock_novnc.html", web_root / "stock_novnc.html")
     server, web_port = _static_server(web_root)
-    websockify = next(p for p in portal_paths if p.name == "websockify")
-    pages = [p for p in portal_paths if p.ws_path is not None and p is not websockify]
+    stock: dict[str, _StockWebsockify] = {}
 
     def stock_url(mode: str, vm) -> str:
         # Playwright's sync API runs an event loop in this thread; libvirt must not.
         with ThreadPoolExecutor(1) as pool:
-            issued = pool.submit(
-                console_ticket_issue,
-                user=user,
-                vm=vm,
-                kind="websockify",
-                origin=f"http://127.0.0.1:{web_port}",  # the stock pages' server
-            ).result()
+            domain_id = pool.submit(hypervisor_for(vm.host).domain_id, vm.name).result()
+            password = pool.submit(graphics_password_for_proxy, vm=vm, domain_id=domain_id).result()
+        proxy = stock[mode]
         if mode == "spice":
             return (
                 f"http://127.0.0.1:{web_port}/spice-html5/spice_auto.html?host=127.0.0.1"
-                f"&port={websockify.port}&path={quote('?token=' + issued.token)}"
-                f"&password={quote(issued.password)}"
+                f"&port={proxy.port}&password={quote(password)}"
             )
-        ws_url = f"ws://127.0.0.1:{websockify.port}/?token={issued.token}"
-        return (
-            f"http://127.0.0.1:{web_port}/stock_novnc.html?url={quote(ws_url)}"
-            f"&password={quote(issued.password)}"
-        )
+        ws_url = f"ws://127.0.0.1:{proxy.port}/"
+        return f"http://127.0.0.1:{web_port}/stock_novnc.html?url={quote(ws_url)}&password={quote(password)}"
 
     results: dict[str, dict[str, list[float]]] = {}
 
     def add(name: str, key: str, value: float) -> None:
         results.setdefault(name, {}).setdefault(key, []).append(value)
 
+    every_vm = {vm.pk: vm for vms in vms_of.values() for vm in vms.values()}
     loads: list[_Loads] = []
     try:
-        for vm in vms.values():
+        for vm in every_vm.values():
             vm_start(vm=vm, user=user)
+        with ThreadPoolExecutor(1) as pool:
+            for mode, vm in own.items():
+                port = graphics_endpoint_port(pool, vm)
+                stock[mode] = _StockWebsockify(world, port)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            for mode, vm in vms.items():
-                portal = {path.name: _Loads(browser, vm, world.cookie) for path in pages}
-                stock = _Loads(browser, vm)
-                loads += [*portal.values(), stock]
+            for mode in ("spice", "vnc"):
+                portal = {path.name: _Loads(browser, vms_of[path.name][mode], world.cookie) for path in pages}
+                stock_loads = _Loads(browser, own[mode], closed=stock[mode].closed)
+                loads += [*portal.values(), stock_loads]
                 for repeat in range(repeats):
                     # The order rotates each round, so no page always goes first.
                     order = [*pages, None]
                     order = order[repeat % len(order) :] + order[: repeat % len(order)]
                     for path in order:
                         if path is None:
-                            add(STOCK, f"ttff_{mode}_ms", stock.cold(stock_url(mode, vm)))
-                            add(STOCK, f"ttff_{mode}_warm_ms", stock.warm(partial(stock_url, mode, vm)))
+                            add(STOCK, f"ttff_{mode}_ms", stock_loads.cold(stock_url(mode, own[mode])))
+                            add(
+                                STOCK,
+                                f"ttff_{mode}_warm_ms",
+                                stock_loads.warm(partial(stock_url, mode, own[mode])),
+                            )
                             continue
-                        url = f"http://127.0.0.1:{path.port}/vms/{vm.id}/console/"
+                        url = f"http://127.0.0.1:{path.port}/vms/{vms_of[path.name][mode].id}/console/"
                         add(path.name, f"ttff_{mode}_ms", portal[path.name].cold(url))
                         add(path.name, f"ttff_{mode}_warm_ms", portal[path.name].warm(partial(str, url)))
             for each in loads:
@@ -243,11 +282,23 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
     finally:
         server.shutdown()
         shutil.rmtree(web_root, ignore_errors=True)
-        for vm in vms.values():
-            hypervisor = hypervisor_for(host.uri)
-            for step in (hypervisor.destroy, hypervisor.undefine):
-                try:
-                    step(vm.name)
-                except Exception:  # noqa: BLE001 - best-effort clean-up
-                    pass
+        _remove(every_vm.values())
     return results
+
+
+def _remove(vms) -> None:  # noqa: ANN001 - VirtualMachines
+    from console.hypervisor import hypervisor_for
+
+    for vm in vms:
+        hypervisor = hypervisor_for(vm.host)
+        for step in (hypervisor.destroy, hypervisor.undefine):
+            try:
+                step(vm.name)
+            except Exception:  # noqa: BLE001, S110 - best-effort clean-up
+                pass
+
+
+def graphics_endpoint_port(pool: ThreadPoolExecutor, vm) -> int:  # noqa: ANN001 - a VirtualMachine
+    from console.tickets import console_endpoint
+
+    return pool.submit(console_endpoint, vm).result()[0].port

@@ -10,18 +10,21 @@ import sys
 import time
 
 from bench.paths import Path
+from bench.rfb import cut, rfb_open
 from bench.setup import ROOT, World
 from bench.wsclient import Flow
 
-GREETING = 12
 ONE_MBIT = 1_000_000
+# What the clients send the console: well-formed RFB (the portal's proxy follows every client
+# message), 1 KiB and 64 B on the wire.
+MESSAGE_1K = cut(bytes(1024 - 8))
+MESSAGE_64 = cut(bytes(64 - 8))
 
 
 async def _open(path: Path, world: World, command: bytes):
     token = world.ticket_tokens(1, path)[0] if path.ws_path else None
     conn = await path.connect(token)
-    await conn.read(GREETING)
-    conn.send(command)
+    await rfb_open(conn, command, path.password)
     return conn
 
 
@@ -65,7 +68,7 @@ async def stalled_client(path: Path, world: World, seconds: float) -> dict:
 async def message_rate(path: Path, world: World, count: int) -> dict:
     """1 KiB messages per second, client to console (one WebSocket frame each)."""
     conn = await _open(path, world, b"S" + (count * 1024).to_bytes(8, "big"))
-    one = bytes(1024)
+    one = MESSAGE_1K
     if path.ws_path:
         from bench.wsclient import frame
 
@@ -86,7 +89,7 @@ async def message_rate(path: Path, world: World, count: int) -> dict:
 async def round_trips(path: Path, world: World, samples: int) -> list[float]:
     """64-byte echo round trips, in seconds."""
     conn = await _open(path, world, b"E")
-    message = bytes(64)
+    message = MESSAGE_64
     for _ in range(min(50, samples)):  # warm up
         conn.send(message)
         await conn.read(64)
@@ -188,10 +191,9 @@ async def idle_memory(path: Path, world: World, sessions: int) -> dict:
         async with limit:
             try:
                 conn = await path.connect(token)
-                await conn.read(GREETING)
+                await rfb_open(conn, b"I", path.password)
             except ConnectionError:
                 return None  # counted below; websockify drops a few when forking 1000 times
-            conn.send(b"I")
             return conn
 
     conns = [conn for conn in await asyncio.gather(*(one(t) for t in tokens)) if conn is not None]

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 
+from bench.rfb import rfb_open
 from bench.wsclient import open_conn
 
 
@@ -27,9 +28,8 @@ async def main() -> None:
             conn = await open_conn(
                 "127.0.0.1", config["port"], path=path, origin=config["origin"], cookie=config["cookie"]
             )
-            await conn.read(12)
+            await rfb_open(conn, b"P", config["password"])
             conn.discard = True
-            conn.send(b"P")
             return conn
 
     conns = await asyncio.gather(*(session(t) for t in config["tokens"]))

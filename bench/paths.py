@@ -1,4 +1,7 @@
-"""The paths under test: raw TCP to the backend, websockify, and the portal's Channels consumer."""
+"""The paths under test: raw TCP to the backend; stock websockify (the reference); the portal's
+own proxies (consoleproxy: websockify running the gate; the console WebSocket on Daphne and on
+uvicorn); and the landed version's console WebSocket on Daphne (bench/baseline.py), on the same
+database, so the pipeline's cost shows against it in the same run."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class Path:
     ticket_kind: str = "browser"
     # Where its tickets lead, when not to the world's VM and backend (a VM on another host).
     target: dict | None = None
+    # The VNC password its clients authenticate with themselves; None where the portal's proxy
+    # authenticates to the console (and offers its clients the security type None).
+    password: str | None = None
 
     async def connect(self, token: str | None = None) -> Conn:
         path = None if self.ws_path is None else self.ws_path.format(token=token)
@@ -34,6 +40,7 @@ class Path:
             "origin": self.origin,
             "cookie": self.cookie,
             "tokens": tokens,
+            "password": self.password,
         }
 
     def _tree(self) -> list[psutil.Process]:
@@ -72,11 +79,18 @@ class Path:
         return total
 
 
-def paths_start(world: World) -> list[Path]:
-    raw = Path("raw TCP", world.backend_port, None, None)
-    ws_port = free_port()
-    websockify = world.spawn(
+def paths_start(world: World, baseline: str | None = None) -> list[Path]:
+    raw = Path("raw TCP", world.backend_port, None, None, password=world.password)
+    stock_port = free_port()
+    stock = world.spawn(
         "websockify",
+        # Stock websockify to the stand-in: the reference every ratio is to ("xws").
+        [str(BIN / "websockify"), f"127.0.0.1:{stock_port}", f"127.0.0.1:{world.backend_port}"],
+        stock_port,
+    )
+    ws_port = free_port()
+    consoleproxy = world.spawn(
+        "consoleproxy",
         [sys.executable, "manage.py", "consoleproxy", "--listen", f"127.0.0.1:{ws_port}"],
         ws_port,
     )
@@ -95,12 +109,15 @@ def paths_start(world: World) -> list[Path]:
         [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(uvicorn_port), "portal.asgi:application"],
         uvicorn_port,
     )
-    return [
+    paths = [
         raw,
+        Path("websockify", stock_port, "/", stock, password=world.password),
         # Pages of the portal at `origin` connecting through websockify, as with CONSOLE_PROXY_URL.
-        Path("websockify", ws_port, "/?token={token}", websockify, origin=origin, ticket_kind="websockify"),
         Path(
-            "Channels on Daphne",
+            "consoleproxy", ws_port, "/?token={token}", consoleproxy, origin=origin, ticket_kind="websockify"
+        ),
+        Path(
+            "Daphne",
             daphne_port,
             f"/ws/console/{world.vm_id}/?token={{token}}",
             daphne,
@@ -108,7 +125,7 @@ def paths_start(world: World) -> list[Path]:
             cookie=world.cookie,
         ),
         Path(
-            "Channels on uvicorn",
+            "uvicorn",
             uvicorn_port,
             f"/ws/console/{world.vm_id}/?token={{token}}",
             uvicorn,
@@ -116,3 +133,8 @@ def paths_start(world: World) -> list[Path]:
             cookie=world.cookie,
         ),
     ]
+    if baseline:
+        from bench.baseline import baseline_path
+
+        paths.append(baseline_path(world, baseline))
+    return paths

@@ -49,7 +49,7 @@ def _tunnel_target(world: World) -> tuple[dict, subprocess.Popen]:
             str(HV2 / "hv2-exec"),
             "sh",
             "-c",
-            f'cd "{ROOT}" && exec "{sys.executable}" -m bench.backend {port}',
+            f'cd "{ROOT}" && exec "{sys.executable}" -m bench.backend {port} {world.password}',
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -71,11 +71,14 @@ def _tunnel_target(world: World) -> tuple[dict, subprocess.Popen]:
     )
     _in_thread(vm_start, vm=vm, user=vm.owner)
     domain_id = _in_thread(hypervisor_for(host).domain_id, vm.name)
+    # The proxy authenticates to the stand-in (not to the VM's QEMU) with the password the
+    # portal holds for the VM: make it the stand-in's.
+    world.graphics_password(vm, domain_id)
     return {"vm_id": vm.pk, "port": port, "domain_id": domain_id, "vm": vm}, backend
 
 
 async def tunnel_vs_direct(world: World, paths: list[Path], repeats: int) -> dict:
-    daphne = next(p for p in paths if p.name == "Channels on Daphne")
+    daphne = next(p for p in paths if p.name == "Daphne")
     target, backend = _tunnel_target(world)
     try:
         tunnel = Path(
@@ -86,6 +89,7 @@ async def tunnel_vs_direct(world: World, paths: list[Path], repeats: int) -> dic
             origin=daphne.origin,
             cookie=daphne.cookie,
             target=target,
+            password=None,
         )
         results: dict[str, dict[str, list]] = {}
         for _ in range(repeats):
@@ -120,7 +124,7 @@ def first_frames_remote(world: World, paths: list[Path], repeats: int) -> dict:
     from console.models import Host, VirtualMachine
     from console.vms import vm_start
 
-    daphne = next(p for p in paths if p.name == "Channels on Daphne")
+    daphne = next(p for p in paths if p.name == "Daphne")
     local, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
     remote = Host.objects.get(name="bench-hv2")
     vms = {

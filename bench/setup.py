@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,12 +78,25 @@ class World:
     processes: list
     domain_id: int = 0
     auth_hash: str = ""
+    # The console stand-in's VNC password, which the portal holds for the VM as a rotation
+    # would have left it: the portal's proxies authenticate with it, clients of the other
+    # paths (raw TCP, stock websockify, the landed portal) with their own copy.
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(6))
 
-    def spawn(self, name: str, argv: list[str], port: int) -> subprocess.Popen:
+    def graphics_password(self, vm, domain_id: int | None) -> None:  # noqa: ANN001 - a VirtualMachine
+        from django.utils import timezone
+
+        from console.graphics import graphics_password_record
+
+        graphics_password_record(
+            vm=vm, domain_id=domain_id, password=self.password, valid_until=timezone.now() + timedelta(days=1)
+        )
+
+    def spawn(self, name: str, argv: list[str], port: int, cwd: Path = ROOT) -> subprocess.Popen:
         log = open(Path(tempfile.gettempdir()) / f"console-bench-{name}.log", "w")
         env = {**os.environ, **self.env}
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the servers under test run as they ship
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log)
         self.processes.append(process)
         wait_for_port(port, process, name)
         return process
@@ -162,7 +175,10 @@ def world_create() -> World:
     with ThreadPoolExecutor(1) as pool:
         world.domain_id = pool.submit(hypervisor_for(host).domain_id, vm.name).result()
     world.auth_hash = auth_hash(user)
+    world.graphics_password(vm, world.domain_id)
     world.spawn(
-        "backend", [sys.executable, "-m", "bench.backend", str(world.backend_port)], world.backend_port
+        "backend",
+        [sys.executable, "-m", "bench.backend", str(world.backend_port), world.password],
+        world.backend_port,
     )
     return world

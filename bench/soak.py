@@ -14,8 +14,9 @@ import asyncio
 import sys
 import time
 
-from bench.figures import GREETING, Load, percentile
+from bench.figures import MESSAGE_64, Load, percentile
 from bench.paths import paths_start
+from bench.rfb import rfb_open
 from bench.setup import world_create
 
 
@@ -23,12 +24,11 @@ async def soak(sessions: int, seconds: float, interval: float) -> dict:
     world = world_create()
     try:
         paths = paths_start(world)
-        daphne = next(path for path in paths if path.name == "Channels on Daphne")
+        daphne = next(path for path in paths if path.name == "Daphne")
         load = Load(daphne, world, sessions)
         await load.ready()
         probe = await daphne.connect(world.ticket_tokens(1, daphne)[0])
-        await probe.read(GREETING)
-        probe.send(b"E")
+        await rfb_open(probe, b"E", daphne.password)
         start_rss = peak_rss = daphne.rss()
         rows = []
         started = time.perf_counter()
@@ -37,7 +37,7 @@ async def soak(sessions: int, seconds: float, interval: float) -> dict:
             window_end = min(started + seconds, time.perf_counter() + interval)
             while time.perf_counter() < window_end:
                 t0 = time.perf_counter()
-                probe.send(bytes(64))
+                probe.send(MESSAGE_64)
                 await probe.read(64)
                 times.append(time.perf_counter() - t0)
                 await asyncio.sleep(0.1)

@@ -378,9 +378,13 @@ class ConsoleTicket(models.Model):
     view_only = models.BooleanField(
         default=False, help_text="Watch only: the proxy drops the client's keys, mouse and clipboard."
     )
+    # New columns get a database default: workers of the previous version, still running while
+    # a deployment migrates, insert rows without them.
     client_secret_hash = models.CharField(
         max_length=64,
         blank=True,
+        default="",
+        db_default="",
         help_text="SHA-256 of the one-time password a .vv file through the SPICE proxy carries.",
     )
     api_token = models.ForeignKey(

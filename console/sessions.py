@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from console.errors import End
@@ -83,12 +84,19 @@ def console_session_start(*, ticket: ConsoleTicket, via: str, client_address: st
 
 
 def console_sessions_heartbeat(
-    session_ids: Iterable[int], counters: dict[int, tuple[int, int]] | None = None
+    session_ids: Iterable[int],
+    counters: dict[int, tuple[int, int]] | None = None,
+    established: Iterable[int] = (),
 ) -> None:
     """The relaying process is alive and these sessions are open; `counters` are their bytes
-    to and from the client so far, for the live consoles page."""
+    to and from the client so far, for the live consoles page; `established` those whose
+    handshake completed since."""
     now = timezone.now()
     counters = counters or {}
+    if established:
+        ConsoleSession.objects.filter(pk__in=list(established), established_at__isnull=True).update(
+            established_at=now
+        )
     plain = [pk for pk in session_ids if pk not in counters]
     if plain:
         ConsoleSession.objects.filter(pk__in=plain, ended_at__isnull=True).update(seen_at=now)
@@ -131,17 +139,20 @@ def console_sessions_sweep() -> int:
 
 
 def console_session_end(
-    *, session_id: int, bytes_to_client: int, bytes_from_client: int, reason: str
+    *, session_id: int, bytes_to_client: int, bytes_from_client: int, reason: str, established: bool = False
 ) -> None:
-    """Record the end of a session: its totals (bytes since it started) and how it ended."""
+    """Record the end of a session: its totals (bytes since it started), how it ended, and, if
+    no heartbeat did yet, that its handshake had completed."""
     SESSIONS_ENDED.labels(reason_label(reason)).inc()
     BYTES.labels("to_client").inc(bytes_to_client)
     BYTES.labels("from_client").inc(bytes_from_client)
+    now = timezone.now()
     ConsoleSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
-        ended_at=timezone.now(),
+        ended_at=now,
         bytes_to_client=bytes_to_client,
         bytes_from_client=bytes_from_client,
         end_reason=reason[:64],
+        established_at=Coalesce(F("established_at"), Value(now)) if established else F("established_at"),
     )
 
 

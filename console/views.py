@@ -166,8 +166,9 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "vm": vm,
         "protocol": endpoint.type,
         "client_script": client,
-        # VNC: the socket opens while noVNC loads (SPICE's client opens its own sockets).
-        "early_socket": endpoint.type == "vnc",
+        # The first sockets open while the client loads: VNC's one, SPICE's main and display
+        # channels' (spice-html5 opens them one after the other; the rest later, as it needs).
+        "early_sockets": 1 if endpoint.type == "vnc" else 2,
         "ticket_url": reverse("console:vm-console-ticket", args=[vm.id])
         + ("?view_only=1" if view_only else ""),
         "state_url": reverse("console:vm-state", args=[vm.id]),

@@ -56,7 +56,11 @@ class ClientSide(Protocol):
     passthrough: bool  # established, and nothing left to follow: bytes pass as they are
     input_channel: bool  # in passthrough, every byte is the user's input
 
-    def feed(self, data: bytes) -> Step: ...
+    def feed(self, data: bytes) -> Step:
+        """Any of the client's bytes: what goes to the console, and what the proxy answers."""
+
+    def relay(self, data: bytes) -> bytes:
+        """Once established (the proxy answers nothing more): what goes to the console."""
 
 
 class GateView(Protocol):
@@ -68,8 +72,7 @@ class GateView(Protocol):
     side: ClientSide | None
     ended: tuple[End, str] | None
     session_id: int | None
-
-    async def record(self) -> None: ...
+    password: str
 
 
 class Opener:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
@@ -32,7 +33,7 @@ from prometheus_client import Histogram
 
 from console.errors import End, Refused
 from console.globalconfig import CLIPBOARD, config_value
-from console.graphics import graphics_password_for_proxy
+from console.graphics import graphics_password_for_proxy, graphics_password_get
 from console.hypervisor import HypervisorError
 from console.metrics import CLIPBOARD_BLOCKED, FIRST_BYTE, REFUSALS
 from console.models import ConsoleProtocol
@@ -47,8 +48,8 @@ from console.proxy.spice import (
     spice_channel_refusal,
 )
 from console.proxy.tunnels import console_connect
-from console.proxy.wire import ConsoleRefusedProxy, Violation
-from console.sessions import console_session_end, console_session_established, console_session_start
+from console.proxy.wire import ClientGone, ConsoleRefusedProxy, Violation
+from console.sessions import console_session_end, console_session_start
 
 if TYPE_CHECKING:
     from console.models import ConsoleTicket
@@ -61,34 +62,63 @@ SERVER_HANDSHAKE_SECONDS = 10.0
 AUTH_ATTEMPTS = 3  # the password as read; again after a refusal (it may have just rotated); a fresh one
 
 
+@dataclass(frozen=True)
+class Admitted:
+    ticket: ConsoleTicket
+    session_id: int
+    password: str  # the VM's graphics password as the portal holds it ("": none valid yet)
+
+
+def _admit_and_record(admit: Callable[[], ConsoleTicket], client: Client) -> Admitted:
+    """Admit, read the console's password and record the session: one trip to the database
+    thread per connection (a SPICE page opens several at once, and under Daphne they queue
+    for that thread: measured, four trips each cost its first frame tens of ms)."""
+    ticket = admit()
+    password = ""
+    if ticket.protocol in (ConsoleProtocol.VNC, ConsoleProtocol.SPICE):
+        held = graphics_password_get(vm_id=ticket.vm_id, domain_id=ticket.domain_id)
+        password = held.password if held else ""
+    session = console_session_start(ticket=ticket, via=client.via, client_address=client.address)
+    return Admitted(ticket, session.pk, password)
+
+
 async def console_serve(client: Client, admit: Callable[[], ConsoleTicket]) -> None:
     """Serve one console connection of `client`, admitted by `admit` (blocking: run in a thread)."""
     try:
-        ticket = await database_sync_to_async(admit)()
+        admitted = await database_sync_to_async(_admit_and_record)(admit, client)
     except Refused as refused:
         REFUSALS.labels(refused.end.name.lower()).inc()
         logger.info("console refused for %s: %s", client.address or "?", refused.detail)
         await client.end(refused.end, refused.detail)
         return
-    await Gate(client, ticket).run()
+    await Gate(client, admitted).run()
 
 
 class Gate:
     """One admitted connection, from opening its console to recording its end."""
 
-    def __init__(self, client: Client, ticket: ConsoleTicket) -> None:
+    def __init__(self, client: Client, admitted: Admitted) -> None:
         self.client = client
-        self.ticket = ticket
+        self.ticket = admitted.ticket
+        self.password = admitted.password
         self.console: Console | None = None
         self.side: ClientSide | None = None
-        self.session_id: int | None = None
+        self.session_id: int | None = admitted.session_id
+        self.established = False
         self.end_reason = "client closed"
         self.ended: tuple[End, str] | None = None  # why the portal ended it (guard, violation)
-        self.opener: Opener = _OPENERS[ticket.protocol](self)
+        self.opener: Opener = _OPENERS[self.ticket.protocol](self)
         self._opening: asyncio.Future[bytes] | None = None
         self.console_ended = False  # the console side ended first (the pump decided why)
 
     async def run(self) -> None:
+        session_guard().watch(
+            admitted_id := self.session_id or 0,
+            self.ticket.pk,
+            self._right_gone,
+            self._counters,
+            established=lambda: self.established,
+        )
         try:
             early = await self._open()
             if early is None:
@@ -97,12 +127,12 @@ class Gate:
         except asyncio.CancelledError:
             # The server is stopping (SIGTERM): tell the client, which reconnects through
             # another worker, and record the end before going.
-            if self.session_id is not None:
-                self.end_reason = End.WORKER_STOPPING.reason
-                with contextlib.suppress(Exception):
-                    await self.client.end(End.WORKER_STOPPING, End.WORKER_STOPPING.reason)
+            self.end_reason = End.WORKER_STOPPING.reason
+            with contextlib.suppress(Exception):
+                await self.client.end(End.WORKER_STOPPING, End.WORKER_STOPPING.reason)
             raise
         finally:
+            session_guard().forget(admitted_id)
             await self._finish()
 
     # -- open ------------------------------------------------------------------------------
@@ -119,6 +149,9 @@ class Gate:
         except asyncio.TimeoutError:
             await self._refuse(End.PROTOCOL_VIOLATION, "the handshake did not complete in time")
             return None
+        except ClientGone:
+            self.end_reason = "client closed"
+            return None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.ended is None or (current is not None and current.cancelling()):
@@ -129,27 +162,14 @@ class Gate:
         if self.ended is not None:  # the guard ended it during the handshake
             await self._refuse(*self.ended)
             return None
-        assert self.session_id is not None  # noqa: S101 - every opener records the session
-        await database_sync_to_async(console_session_established)(session_id=self.session_id)
+        self.established = True  # recorded with the next heartbeat
         return early
-
-    async def record(self) -> None:
-        """Record the session and put it under the guard (the opener calls it once the console
-        answered, or, for the serial console, before opening it)."""
-        ticket = self.ticket
-        session = await database_sync_to_async(console_session_start)(
-            ticket=ticket, via=self.client.via, client_address=self.client.address
-        )
-        self.session_id = session.pk
-        session_guard().watch(session.pk, ticket.pk, self._right_gone, self._counters)
 
     def _counters(self) -> tuple[int, int]:
         console = self.console
         return (console.bytes_to_client, console.bytes_from_client) if console else (0, 0)
 
     async def _refuse(self, end: End, detail: str) -> None:
-        if self.session_id is None:
-            REFUSALS.labels(end.name.lower()).inc()
         logger.info(
             "console of %s for %s ended before relaying: %s", self.ticket.vm, self.ticket.user, detail
         )
@@ -174,13 +194,10 @@ class Gate:
                         if side.input_channel:
                             guard.input_seen(session_id)
                     else:
-                        step = side.feed(data)
+                        data = side.relay(data)
                         if side.input_seen:
                             side.input_seen = False
                             guard.input_seen(session_id)
-                        if step.to_client:
-                            await client.send(step.to_client)
-                        data = step.to_server
                         if not data:
                             continue
                 console.write(data)
@@ -248,12 +265,12 @@ class Gate:
         if console is not None:
             await console.close()
         if self.session_id is not None:
-            session_guard().forget(self.session_id)
             await database_sync_to_async(console_session_end)(
                 session_id=self.session_id,
                 bytes_to_client=console.bytes_to_client if console else 0,
                 bytes_from_client=console.bytes_from_client if console else 0,
                 reason=self.end_reason,
+                established=self.established,
             )
             self.session_id = None
 
@@ -282,15 +299,16 @@ class GraphicsOpener(Opener):
         """`link`, authenticated to QEMU by the machine `machine_for(password)` makes; after a
         refused password (a rotation may have raced this connection) once more with the password
         the portal holds now, then with a fresh one. The client sees none of it."""
-        ticket, refused = self.gate.ticket, ""
+        ticket, refused, password = self.gate.ticket, "", self.gate.password
         for attempt in range(AUTH_ATTEMPTS):
             try:
-                password = await database_sync_to_async(graphics_password_for_proxy)(
-                    vm=ticket.vm,
-                    domain_id=ticket.domain_id,
-                    refused=refused,
-                    force=attempt == AUTH_ATTEMPTS - 1,
-                )
+                if attempt or not password:  # the one admission read, or none valid then
+                    password = await database_sync_to_async(graphics_password_for_proxy)(
+                        vm=ticket.vm,
+                        domain_id=ticket.domain_id,
+                        refused=refused,
+                        force=attempt == AUTH_ATTEMPTS - 1,
+                    )
             except (HypervisorError, ValueError) as exc:
                 logger.warning("no graphics password for the console of %s: %s", ticket.vm, exc)
                 raise Refused(
@@ -357,14 +375,13 @@ class GraphicsOpener(Opener):
                     break
             data = await gate.client.receive()
             if data is None:
-                raise Refused(End.PROTOCOL_VIOLATION, "the client left during the handshake")
+                raise ClientGone
 
 
 class VncOpener(GraphicsOpener):
     async def open(self) -> bytes:
         gate = self.gate
         link = await self._connect()
-        await gate.record()
         await gate.client.opened()
         link, machine = await self._authenticated(link, RfbServerAuth)
         clipboard = await database_sync_to_async(config_value)(CLIPBOARD)
@@ -379,13 +396,12 @@ class SpiceOpener(GraphicsOpener):
     async def open(self) -> bytes:
         gate, ticket = self.gate, self.gate.ticket
         link = await self._connect()
-        await gate.record()
         await gate.client.opened()
         reader = SpiceLinkReader()
         while (spice_link := reader.link) is None:
             data = await gate.client.receive()
             if data is None:
-                raise Refused(End.PROTOCOL_VIOLATION, "the client left before linking a channel")
+                raise ClientGone
             reader.feed(data)
         refusal = spice_channel_refusal(spice_link, watch_only=ticket.view_only)
         if refusal is not None:

@@ -39,13 +39,19 @@ OnRefused = Callable[[End], Awaitable[None]]
 
 
 class _Watched:
-    __slots__ = ("counters", "had_input", "on_refused", "ticket_id")
+    __slots__ = ("counters", "established", "had_input", "on_refused", "recorded_established", "ticket_id")
 
     def __init__(
-        self, ticket_id: int, on_refused: OnRefused, counters: Callable[[], tuple[int, int]] | None
+        self,
+        ticket_id: int,
+        on_refused: OnRefused,
+        counters: Callable[[], tuple[int, int]] | None,
+        established: Callable[[], bool] | None,
     ) -> None:
         self.ticket_id, self.on_refused, self.counters = ticket_id, on_refused, counters
+        self.established = established
         self.had_input = False
+        self.recorded_established = False
 
 
 SWEEP_EVERY = 5  # rounds: sessions of a lost worker are ended within about half a minute
@@ -57,10 +63,11 @@ def _check(
     sweep: bool = False,
     counters: dict[int, tuple[int, int]] | None = None,
     input_tickets: set[int] | None = None,
+    established: set[int] | None = None,
 ) -> dict[int, End | None]:
     """For each session: why it must end now, or None."""
     close_old_connections()
-    console_sessions_heartbeat(session_tickets, counters)
+    console_sessions_heartbeat(session_tickets, counters, established or ())
     if input_tickets:
         console_input_record(input_tickets)
     if sweep:
@@ -91,10 +98,13 @@ class SessionGuard:
         ticket_id: int,
         on_refused: OnRefused,
         counters: Callable[[], tuple[int, int]] | None = None,
+        *,
+        established: Callable[[], bool] | None = None,
     ) -> None:
         """Check this console's right every round; `counters` gives its bytes to and from the
-        client so far, recorded with each heartbeat."""
-        self._watched[session_id] = _Watched(ticket_id, on_refused, counters)
+        client so far, recorded with each heartbeat, and `established` whether its handshake
+        completed (recorded with the first heartbeat after it did)."""
+        self._watched[session_id] = _Watched(ticket_id, on_refused, counters, established)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
@@ -130,13 +140,20 @@ class SessionGuard:
             return
         self._rounds += 1
         input_tickets = {w.ticket_id for w in watched.values() if w.had_input}
-        for entry in watched.values():
+        established = {
+            sid
+            for sid, w in watched.items()
+            if not w.recorded_established and w.established is not None and w.established()
+        }
+        for sid, entry in watched.items():
             entry.had_input = False
+            entry.recorded_established |= sid in established
         refusals = await database_sync_to_async(_check)(
             {sid: w.ticket_id for sid, w in watched.items()},
             sweep=self._rounds % SWEEP_EVERY == 0,
             counters={sid: w.counters() for sid, w in watched.items() if w.counters is not None},
             input_tickets=input_tickets,
+            established=established,
         )
         for session_id, entry in watched.items():
             refusal = refusals.get(session_id)

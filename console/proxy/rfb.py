@@ -233,7 +233,7 @@ class RfbClientSide:
                 return step
             data = self._buffer.rest()
         if data:
-            step.to_server += self._messages(data)
+            step.to_server += self.relay(data)
         return step
 
     def _handshake(self, step: Step) -> None:
@@ -268,6 +268,23 @@ class RfbClientSide:
                 self.established = True
 
     # -- the messages ------------------------------------------------------------------------
+
+    def relay(self, data: bytes) -> bytes:
+        """Once established: what of `data` goes on to QEMU. One whole message that passes as
+        it is (what a page sends: a frame a message) costs a look at its header only."""
+        if not self._header and not self._body_left and data:
+            kind, size = data[0], len(data)
+            if kind in _FIXED:
+                if size == _FIXED[kind] and not (self.policy.watch_only and kind in ACTS_ON_VM):
+                    if kind in INPUT:
+                        self.input_seen = True
+                    return data
+            elif kind == CLIENT_CUT_TEXT and size >= 8 and self.policy.clipboard_to_vm:
+                length = int.from_bytes(data[4:8], "big", signed=True)
+                if 0 <= length <= CUT_TEXT_MAX and size == 8 + length:
+                    self.clipboard_passed_bytes += length
+                    return data
+        return self._messages(data)
 
     def _messages(self, data: bytes) -> bytes:
         out = bytearray()

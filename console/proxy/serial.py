@@ -31,7 +31,7 @@ from console.hypervisor import (
 )
 from console.models import ConsoleSession, VirtualMachine
 from console.proxy.base import Opener
-from console.sessions import serial_console_holder
+from console.sessions import console_session_established, serial_console_holder
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,13 @@ def _name(session: ConsoleSession) -> str:
 
 
 class SerialOpener(Opener):
-    """Opens the serial console: the session is recorded first, so a holder whose console this
-    takes over finds who took it."""
+    """Opens the serial console (its session was recorded at admission, so a holder whose
+    console this takes over finds who took it)."""
 
     async def open(self) -> bytes:
         gate = self.gate
         ticket = gate.ticket
         takeover = bool(getattr(gate.client, "takeover", False)) and ticket.user.is_staff
-        await gate.record()
         link = SerialLink()
         gate.console = link
         try:
@@ -131,6 +130,9 @@ class SerialOpener(Opener):
             raise Refused(End.UNREACHABLE, str(exc)) from None
         if takeover:
             logger.info("%s took over the serial console of %s", ticket.user, ticket.vm)
+        # At once, not with the next heartbeat: the holder of the console is the session that
+        # opened it last.
+        await database_sync_to_async(console_session_established)(session_id=gate.session_id or 0)
         await gate.client.opened()
         return b""
 

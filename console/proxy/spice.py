@@ -315,11 +315,8 @@ class SpiceClientSide:
             if not self._authenticate(step):
                 return step
             data = self._buffer.rest()
-        if not data:
-            return step
-        if self.input_channel:
-            self.input_seen = True
-        step.to_server += data if self._passthrough_after_link else self._messages(data)
+        if data:
+            step.to_server += self.relay(data)
         return step
 
     def _authenticate(self, step: Step) -> bool:
@@ -342,6 +339,12 @@ class SpiceClientSide:
         self.established = True
         self.passthrough = self._passthrough_after_link
         return True
+
+    def relay(self, data: bytes) -> bytes:
+        """Once established: what of `data` goes on to QEMU."""
+        if self.input_channel:
+            self.input_seen = True
+        return data if self._passthrough_after_link else self._messages(data)
 
     def _secret_matches(self, encrypted: bytes) -> bool:
         try:

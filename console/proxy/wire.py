@@ -75,3 +75,8 @@ def u32(value: int) -> bytes:
 
 def le32(value: int) -> bytes:
     return struct.pack("<I", value)
+
+
+class ClientGone(Exception):
+    """The client left before its handshake completed (a page closing a socket it opened
+    early and never used, a reload): no protocol was broken."""

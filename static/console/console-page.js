@@ -28,23 +28,31 @@ export function socketUrl(ticket) {
   return window.consoleSocketUrl(ticket);
 }
 
-/** The socket ticket-prefetch.js opened for `ticket` while the client loaded, if still usable:
- * `{socket, replay}`, where `replay()`, called once the client has set the socket's onmessage,
- * hands it what arrived meanwhile, in order. Otherwise null: open a socket as usual. */
-export function takeEarlySocket(ticket) {
-  const early = window.consoleEarlySocket;
-  window.consoleEarlySocket = null;
-  if (!early) return null;
-  if (early.token !== ticket.token || early.socket.readyState > WebSocket.OPEN) {
-    early.socket.close(); // a closed one's close code went unheard: a fresh socket hears it again
-    return null;
+/** A socket ticket-prefetch.js opened for `ticket` (or for the WebSocket `url`) while the
+ * client loaded, if one is still usable: `{socket, replay}`, where `replay()`, called once the
+ * client has set the socket's onmessage, hands it what arrived meanwhile, in order. Otherwise
+ * null: open a socket as usual. */
+export function takeEarlySocket({ token, url } = {}) {
+  const sockets = window.consoleEarlySockets || [];
+  while (sockets.length) {
+    const early = sockets.shift();
+    if ((token && early.token !== token) || (url && early.url !== url) || early.socket.readyState > WebSocket.OPEN) {
+      early.socket.close(); // a closed one's close code went unheard: a fresh socket hears it again
+      continue;
+    }
+    return {
+      socket: early.socket,
+      replay() {
+        for (const event of early.received.splice(0)) early.socket.onmessage?.(event);
+      },
+    };
   }
-  return {
-    socket: early.socket,
-    replay() {
-      for (const event of early.received.splice(0)) early.socket.onmessage(event);
-    },
-  };
+  return null;
+}
+
+/** Close the early sockets no client took. */
+export function dropEarlySockets() {
+  for (const early of (window.consoleEarlySockets || []).splice(0)) early.socket.close();
 }
 
 /** A fresh ticket; a failure says whether trying again may help (no portal answer, a 5xx). */

@@ -2,19 +2,36 @@
 import * as SpiceHtml5 from "../spice-html5/main.js";
 import { Constants as SpiceConstants } from "../spice-html5/enums.js";
 import * as SpiceMessages from "../spice-html5/spicemsg.js";
-import { connected, consolePage, disconnected, setStatus, socketUrl } from "./console-page.js";
+import { connected, consolePage, disconnected, dropEarlySockets, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
 // the playback channel where the cursor channel should be, and so never closes the cursor's).
 // A socket left open keeps the old SPICE client alive in QEMU, which then drops the new one.
 // So every socket is tracked, and Reconnect waits until the old ones are closed.
 const openSockets = new Set();
+
+function track(socket) {
+  openSockets.add(socket);
+  socket.addEventListener("close", () => openSockets.delete(socket));
+}
+
 const SPICE_CHANNEL_PLAYBACK = 5; // SpiceLinkMess.channel_type, at byte 20 of a channel's first message
-window.WebSocket = class TrackedWebSocket extends window.WebSocket {
-  constructor(...args) {
-    super(...args);
-    openSockets.add(this);
-    this.addEventListener("close", () => openSockets.delete(this));
+const BrowserWebSocket = window.WebSocket;
+window.WebSocket = class TrackedWebSocket extends BrowserWebSocket {
+  constructor(url, protocols) {
+    // The page opened the first sockets while spice-html5 loaded (the main channel's, then the
+    // display channel's): take them, in order, for the same URL. A socket already open gets
+    // its "open" event again, once spice-html5 listens for it.
+    const early = takeEarlySocket({ url });
+    if (early) {
+      const { socket } = early;
+      socket.onmessage = null; // spice-html5 listens itself (the server says nothing before the link)
+      track(socket);
+      if (socket.readyState === BrowserWebSocket.OPEN) setTimeout(() => socket.dispatchEvent(new Event("open")));
+      return socket;
+    }
+    super(url, protocols);
+    track(this);
   }
 
   send(data) {
@@ -130,6 +147,7 @@ const client = {
     });
   },
   async disconnect() {
+    dropEarlySockets();
     const old = connection;
     connection = null;
     if (old) {

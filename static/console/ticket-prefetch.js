@@ -2,13 +2,15 @@
 // the client (see README, Performance). A classic script, not inline: the pages'
 // Content-Security-Policy allows no inline script.
 //
-// With data-early-socket, it also opens the console's WebSocket as soon as the ticket is here,
-// while the client is still loading, and keeps what arrives until the client takes the socket
-// (takeEarlySocket in console-page.js): the proxy's admission and the console's greeting then
-// overlap the client's loading instead of following it.
+// With data-early-sockets="N", it also opens N of the console's WebSockets as soon as the
+// ticket is here, while the client is still loading, and keeps what arrives until the client
+// takes them (takeEarlySocket in console-page.js): the proxy's admission (and for VNC the
+// console's greeting) then overlap the client's loading instead of following it. VNC needs
+// one; a SPICE page opens its main channel, then its display channel, one after the other:
+// both sockets wait ready.
 (() => {
   const script = document.currentScript;
-  const earlySocket = script.dataset.earlySocket === "1";
+  const earlySockets = Number(script.dataset.earlySockets || 0);
 
   /** The WebSocket URL for a ticket: the portal's own proxy, or a configured websockify. */
   window.consoleSocketUrl = (ticket) => {
@@ -22,9 +24,10 @@
   };
 
   function openEarly(ticket) {
-    const socket = new WebSocket(window.consoleSocketUrl(ticket), ["binary"]);
+    const url = window.consoleSocketUrl(ticket);
+    const socket = new WebSocket(url, ["binary"]);
     socket.binaryType = "arraybuffer";
-    const early = { token: ticket.token, socket, received: [] };
+    const early = { token: ticket.token, url, socket, received: [] };
     socket.onmessage = (event) => early.received.push(event);
     return early;
   }
@@ -35,7 +38,7 @@
     credentials: "same-origin",
   }).then((response) => response.json().catch(() => ({})).then((body) => {
     if (!response.ok) throw new Error(body.error || `the portal answered ${response.status}`);
-    if (earlySocket) window.consoleEarlySocket = openEarly(body);
+    window.consoleEarlySockets = Array.from({ length: earlySockets }, () => openEarly(body));
     return body;
   }));
 })();

@@ -34,7 +34,7 @@ const client = {
   connect(ticket) {
     // noVNC is handed the socket, so the page can read the proxy's close code: the one opened
     // while noVNC loaded, for the first ticket.
-    const early = takeEarlySocket(ticket);
+    const early = takeEarlySocket({ token: ticket.token });
     const socket = early ? early.socket : new WebSocket(socketUrl(ticket), ["binary"]);
     // No credentials: the portal's proxy authenticates to the VM itself and offers the page
     // VNC's security type None (console/proxy/rfb.py); it also sees the keys and the mouse,
