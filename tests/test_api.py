@@ -76,7 +76,9 @@ def test_vm_list_filters_orders_and_paginates(clients, user, vm):
     )
 
 
-def test_lists_are_paged_in_the_database_with_a_capped_limit(clients, user, vm, django_assert_max_num_queries):
+def test_lists_are_paged_in_the_database_with_a_capped_limit(
+    clients, user, vm, django_assert_max_num_queries
+):
     """A page costs the same however many rows there are: the query is sliced, and only the
     page's rows are built (one libvirt call per host)."""
     owner = clients["owner"]

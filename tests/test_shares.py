@@ -84,6 +84,8 @@ def test_an_owner_who_is_not_staff_sees_who_watches_now(client, user, other_user
     client.force_login(user)
     client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username})
     assert not user.is_staff
-    ConsoleSession.objects.create(user=other_user, vm=vm, via="channels", protocol="vnc", seen_at=timezone.now())
+    ConsoleSession.objects.create(
+        user=other_user, vm=vm, via="channels", protocol="vnc", seen_at=timezone.now()
+    )
     page = client.get(f"/vms/{vm.id}/").content.decode()
     assert f"{other_user.username} — <strong>watching now</strong>" in page

@@ -307,14 +307,22 @@ def test_a_client_cannot_write_its_own_address_into_the_records(cluster):
         rfb_client_handshake(ws)
     vv = browser.http.post(
         f"http://{worker}/vms/{browser.vm_id}/console.vv",
-        headers={"X-CSRFToken": browser.http.cookies["csrftoken"], "Origin": cluster.url, "X-Forwarded-For": "nope"},
+        headers={
+            "X-CSRFToken": browser.http.cookies["csrftoken"],
+            "Origin": cluster.url,
+            "X-Forwarded-For": "nope",
+        },
     )
     assert vv.status_code == 200
     time.sleep(1)
-    addresses = cluster.manage(
-        "shell",
-        "-c",
-        "from console.models import ConsoleSession as S; "
-        "print([s.client_address for s in S.objects.order_by('-started_at')[:3]])",
-    ).strip().splitlines()[-1]
+    addresses = (
+        cluster.manage(
+            "shell",
+            "-c",
+            "from console.models import ConsoleSession as S; "
+            "print([s.client_address for s in S.objects.order_by('-started_at')[:3]])",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     assert addresses == "[None, None, '127.0.0.1']"
