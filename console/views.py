@@ -187,11 +187,8 @@ def vm_console_ticket(request: AuthenticatedRequest, vm_id: int) -> HttpResponse
     """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
     vm, must_watch = vm_get_for_watching(user=request.user, vm_id=vm_id)
     view_only = must_watch or request.GET.get("view_only") == "1"
-    if view_only and settings.CONSOLE_PROXY_URL:
-        # websockify relays every frame: only the portal's own proxy can keep a watcher's keys out.
-        kind = ConsoleTicket.Kind.BROWSER
-    else:
-        kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
+    # websockify runs the same gate as the portal's own WebSocket (watchers' filters included).
+    kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
     return _ticket_response(
         request,
         vm,
