@@ -17,9 +17,6 @@ from tests.conftest import domain_remove
 
 pytestmark = [pytest.mark.hypervisor, pytest.mark.hv2, pytest.mark.django_db(transaction=True)]
 
-GREETING = {"vnc": b"RFB 003.008\n", "spice": b"REDQ"}
-
-
 @pytest.fixture
 def hv2_vm(hv2_host, make_vm):
     vm = make_vm(host=hv2_host)
@@ -46,6 +43,10 @@ def test_a_host_whose_key_differs_is_refused(hv2, db):
 
 
 def _console_first_bytes(user, vm, mode) -> bytes:
+    """Open the VM's console through the portal's proxy (which authenticates to QEMU over the
+    SSH tunnel) and complete the client's handshake: QEMU's first message, as the page gets it."""
+    from tests.helpers import receive_exactly, rfb_handshake, spice_link
+
     async def run():
         client = Client()
         await database_sync_to_async(client.force_login)(user)
@@ -66,12 +67,23 @@ def _console_first_bytes(user, vm, mode) -> bytes:
         comm.scope["client"] = ["127.0.0.1", 50000]
         connected, _ = await comm.connect()
         assert connected
-        if mode == "spice":  # SPICE waits for the client's link message; VNC greets first
+        if mode == "vnc":
+            await rfb_handshake(comm, server_init=True)
+            data = await receive_exactly(comm, 24)  # QEMU's ServerInit: the screen's size...
+        else:
             import struct
 
-            body = struct.pack("<IBBIII", 0, 1, 0, 0, 0, 18)  # main channel, no capabilities
-            await comm.send_to(bytes_data=b"REDQ" + struct.pack("<III", 2, 2, len(body)) + body)
-        data = await comm.receive_from(timeout=10)
+            from cryptography.hazmat.primitives import serialization
+
+            from tests.helpers import OAEP
+
+            await comm.send_to(bytes_data=spice_link(1))
+            header = await receive_exactly(comm, 16)
+            reply = await receive_exactly(comm, struct.unpack_from("<I", header, 12)[0])
+            key = serialization.load_der_public_key(reply[4 : 4 + 162])
+            await comm.send_to(bytes_data=struct.pack("<I", 1) + key.encrypt(b"\0", OAEP))
+            assert await receive_exactly(comm, 4) == bytes(4)
+            data = header + await receive_exactly(comm, 6)  # ...or the main channel's first message
         await comm.disconnect()
         return data
 
@@ -85,7 +97,12 @@ def test_a_vm_on_the_remote_host_starts_there_and_its_console_comes_through_ssh(
     assert vm_start(vm=hv2_vm, user=user) == mode
     status = vm_statuses([hv2_vm])[hv2_vm.id]
     assert status.state == "running" and status.running_mode == mode
-    assert _console_first_bytes(user, hv2_vm, mode).startswith(GREETING[mode])
+    first = _console_first_bytes(user, hv2_vm, mode)
+    if mode == "vnc":  # QEMU's ServerInit: its screen, e.g. 720 x 400
+        width, height = int.from_bytes(first[:2], "big"), int.from_bytes(first[2:4], "big")
+        assert width >= 320 and height >= 200
+    else:
+        assert first.startswith(b"REDQ")  # QEMU's link reply came through, then its main channel
     session = ConsoleSession.objects.get(vm=hv2_vm)
     assert session.bytes_to_client >= 4 and session.ended_at is not None
 

@@ -325,4 +325,6 @@ def test_a_client_cannot_write_its_own_address_into_the_records(cluster):
         .strip()
         .splitlines()[-1]
     )
-    assert addresses == "[None, None, '127.0.0.1']"
+    # The .vv request's forged value is no address (recorded as none); Daphne itself falls back
+    # to the peer for a WebSocket's; HAProxy's own is the peer it saw. Never the client's word.
+    assert addresses == "[None, '127.0.0.1', '127.0.0.1']"

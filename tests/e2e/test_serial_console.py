@@ -7,6 +7,7 @@ import re
 import pytest
 
 from bench.browser import wait_until
+from console.errors import End
 from tests.e2e.conftest import PASSWORD, login, virsh
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
@@ -129,7 +130,7 @@ def test_second_user_is_refused_with_the_holders_name_and_staff_take_over(
             "print([(s.user.username, s.end_reason) for s in rows][-3:])",
         )
         assert "('admin', 'ops took over the serial console')" in records
-        assert "('ops', 'serial console busy')" in records
+        assert f"('ops', '{End.SERIAL_BUSY.reason}')" in records
     finally:
         context.close()
 
