@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
@@ -22,7 +23,7 @@ from ninja.security import HttpBearer, django_auth
 from console.access import vm_get_for_user
 from console.apitokens import api_token_find
 from console.auth import AuthenticatedRequest
-from console.errors import PortalError
+from console.errors import DATABASE_DOWN, PortalError
 from console.globalconfig import (
     CONSOLE_MODE,
     DEFINITIONS,
@@ -98,6 +99,11 @@ def _error(
 @api.exception_handler(PortalError)
 def _portal_error(request: AuthenticatedRequest, exc: PortalError):
     return _error(request, exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers())
+
+
+@api.exception_handler(DatabaseError)
+def _database_down(request: AuthenticatedRequest, exc: DatabaseError):
+    return _error(request, 503, DATABASE_DOWN.code, DATABASE_DOWN.message, headers=DATABASE_DOWN.headers())
 
 
 @api.exception_handler(HypervisorUnavailable)

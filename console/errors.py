@@ -95,6 +95,11 @@ class DatabaseUnavailable(Unavailable):
     retry_after = 5
 
 
+DATABASE_DOWN = DatabaseUnavailable(
+    "The portal's database does not answer. Consoles already open keep working; try again in a few seconds."
+)
+
+
 class End(enum.IntEnum):
     """Why a console connection was refused or ended: the WebSocket close code it ends with.
 
@@ -132,6 +137,7 @@ class End(enum.IntEnum):
     PROTOCOL_VIOLATION = 4025
     TOKEN_REVOKED = 4026
     CONSOLE_REFUSED = 4027
+    DATABASE_DOWN = 4028
 
     @property
     def reason(self) -> str:
@@ -148,7 +154,7 @@ class End(enum.IntEnum):
     @property
     def reconnects(self) -> bool:
         """Whether the page reconnects by itself after it (another worker will take it)."""
-        return self in (End.CONNECTION_LOST, End.WORKER_STOPPING, End.PROXY_BUSY)
+        return self in (End.CONNECTION_LOST, End.WORKER_STOPPING, End.PROXY_BUSY, End.DATABASE_DOWN)
 
 
 # code: (what the record keeps, what the page tells the user)
@@ -237,6 +243,10 @@ _ENDS: dict[End, tuple[str, str]] = {
     End.CONSOLE_REFUSED: (
         "the VM's console refused the portal",
         "the VM's console refused the portal's credentials; press Reconnect",
+    ),
+    End.DATABASE_DOWN: (
+        "the portal's database does not answer",
+        "the portal's database does not answer (consoles already open keep working)",
     ),
 }
 

@@ -19,3 +19,6 @@ urlpatterns = [
     path("ws/console/<int:vm_id>/", console_ws_http, name="console-ws"),
     path("ws/serial/<int:vm_id>/", console_ws_http, name="serial-ws"),
 ]
+
+# A failure for want of the database is a 503 saying so, in HTML or the API's error model.
+handler500 = "portal.failures.server_error"

@@ -17,6 +17,7 @@ from tests.conftest import domain_remove
 
 pytestmark = [pytest.mark.hypervisor, pytest.mark.hv2, pytest.mark.django_db(transaction=True)]
 
+
 @pytest.fixture
 def hv2_vm(hv2_host, make_vm):
     vm = make_vm(host=hv2_host)
@@ -190,3 +191,23 @@ def test_a_host_named_like_the_portals_key_never_overwrites_it(tmp_path, setting
     written = known_hosts_file(host)
     assert key.read_text() == "the portal's private key"
     assert written.parent == tmp_path and written.name == "known_hosts-id_ed25519"
+
+
+def test_the_test_hosts_addresses_never_leave_this_machine(hv2):
+    """Down (or never up), hv2's addresses fail here at once instead of following the default
+    route off the machine; up, its own /30 reaches it."""
+    import subprocess
+
+    def route() -> str:
+        return subprocess.run(["ip", "route", "get", "10.231.7.2"], capture_output=True, text=True).stdout
+
+    hv2_bin = str(hv2.parent.parent / "bin" / "hv2")
+    assert "dev hv2-h" in route()
+    subprocess.run([hv2_bin, "down"], check=True, timeout=120)
+    try:
+        gone = subprocess.run(["ip", "route", "get", "10.231.7.2"], capture_output=True, text=True)
+        assert "unreachable" in gone.stdout + gone.stderr or "No route" in gone.stderr
+        assert "via" not in gone.stdout
+    finally:
+        subprocess.run([hv2_bin, "up"], check=True, timeout=120)
+    assert "dev hv2-h" in route()

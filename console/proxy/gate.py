@@ -26,9 +26,11 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 from prometheus_client import Histogram
 
 from console.errors import End, Refused
@@ -60,6 +62,7 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_SECONDS = 30.0  # a client must have finished its handshake by then
 SERVER_HANDSHAKE_SECONDS = 10.0
 AUTH_ATTEMPTS = 3  # the password as read; again after a refusal (it may have just rotated); a fresh one
+END_ATTEMPTS = 8  # about a minute of an unanswering database
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,14 @@ async def console_serve(client: Client, admit: Callable[[], ConsoleTicket]) -> N
         REFUSALS.labels(refused.end.name.lower()).inc()
         logger.info("console refused for %s: %s", client.address or "?", refused.detail)
         await client.end(refused.end, refused.detail)
+        return
+    except DatabaseError as exc:
+        # Consoles already open keep going without it; a new one cannot be admitted. The page
+        # tries again by itself (the code reconnects).
+        logger.warning(
+            "console not admitted for %s: the database does not answer (%s)", client.address or "?", exc
+        )
+        await client.end(End.DATABASE_DOWN, End.DATABASE_DOWN.reason)
         return
     await Gate(client, admitted).run()
 
@@ -265,7 +276,8 @@ class Gate:
         if console is not None:
             await console.close()
         if self.session_id is not None:
-            await database_sync_to_async(console_session_end)(
+            end = partial(
+                console_session_end,
                 session_id=self.session_id,
                 bytes_to_client=console.bytes_to_client if console else 0,
                 bytes_from_client=console.bytes_from_client if console else 0,
@@ -273,6 +285,21 @@ class Gate:
                 established=self.established,
             )
             self.session_id = None
+            await _record_end(end)
+
+
+async def _record_end(end: Callable[[], None]) -> None:
+    """Record a session's end; while the database does not answer, try again for a while (the
+    process may outlive the outage; if not, the heartbeat sweep ends the record later)."""
+    delay = 0.5
+    for _ in range(END_ATTEMPTS):
+        try:
+            await database_sync_to_async(end)()
+            return
+        except DatabaseError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    logger.warning("a console session's end could not be recorded: the database does not answer")
 
 
 # -- what each protocol does to open its console ----------------------------------------------

@@ -61,7 +61,7 @@ export async function freshTicket() {
   try {
     response = await fetch(script.dataset.ticketUrl, {
       method: "POST",
-      headers: { "X-CSRFToken": csrfToken },
+      headers: { "X-CSRFToken": csrfToken, Accept: "application/json" },
       credentials: "same-origin",
     });
   } catch (_) {
@@ -146,7 +146,7 @@ export async function disconnected(code) {
   for (let attempt = 0; attempt < 10; attempt++) {
     let state;
     try {
-      const response = await fetch(script.dataset.stateUrl, { credentials: "same-origin" });
+      const response = await fetch(script.dataset.stateUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
       ({ state } = await response.json());
     } catch (_) {
       return; // keep the close code's explanation

@@ -34,7 +34,7 @@
 
   window.consoleTicket = fetch(script.dataset.ticketUrl, {
     method: "POST",
-    headers: { "X-CSRFToken": script.dataset.csrfToken },
+    headers: { "X-CSRFToken": script.dataset.csrfToken, Accept: "application/json" },
     credentials: "same-origin",
   }).then((response) => response.json().catch(() => ({})).then((body) => {
     if (!response.ok) throw new Error(body.error || `the portal answered ${response.status}`);

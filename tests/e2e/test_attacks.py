@@ -35,9 +35,9 @@ class Browser:
         assert response.ok and "sessionid" in self.http.cookies
         self.vm_id = portal.vm_id()
 
-    def post(self, path: str, **kwargs) -> requests.Response:
-        headers = {"X-CSRFToken": self.http.cookies["csrftoken"], "Origin": self.portal.url}
-        return self.http.post(f"{self.portal.url}{path}", headers=headers, **kwargs)
+    def post(self, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        sent = {"X-CSRFToken": self.http.cookies["csrftoken"], "Origin": self.portal.url, **(headers or {})}
+        return self.http.post(f"{self.portal.url}{path}", headers=sent, **kwargs)
 
     def running_vm(self) -> None:
         self.post(f"/vms/{self.vm_id}/start/")  # already running is fine

@@ -222,9 +222,15 @@ def test_the_second_host_down_leaves_the_first_hosts_vms_working(cluster):
     try:
         time.sleep(1)
         page = browser.http.get(f"{cluster.url}/vms/{hv2_vm}/")
-        assert page.status_code == 503 and "hv2" in page.text
+        assert page.status_code == 503 and "hv2" in page.text and page.headers["Retry-After"]
+        ticket = browser.post(f"/vms/{hv2_vm}/console/ticket/", headers={"Accept": "application/json"})
+        assert ticket.status_code == 503 and "hv2" in ticket.json()["error"]
         assert browser.http.get(f"{cluster.url}/vms/{local_vm}/").status_code == 200
-        assert browser.http.get(f"{cluster.url}/").status_code == 503  # the list says which host is down
+        listing = browser.http.get(f"{cluster.url}/")  # what it can serve: 200, with a banner
+        assert listing.status_code == 200 and "<strong>hv2</strong> does not answer" in listing.text
+        api = browser.http.get(f"{cluster.url}/api/v1/vms/").json()
+        assert api["hosts_unavailable"] == ["hv2"]
+        assert {vm["name"]: vm["state"] for vm in api["items"]}["hv2-demo"] == "unknown"
     finally:
         subprocess.run([str(ROOT / "bin" / "hv2"), "up"], check=True, timeout=120)
     deadline = time.monotonic() + 30
