@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, JsonResponse
+from django.contrib.auth.views import LoginView
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -48,6 +50,16 @@ if TYPE_CHECKING:
     from console.vvfiles import VvDownload
 
 logger = logging.getLogger(__name__)
+
+
+class PortalLoginView(LoginView):
+    """Django's login page, which first asks the database: when it does not answer, the page
+    says so (503, the failure handler's words) rather than offering a form that cannot work."""
+
+    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return super().dispatch(request, *args, **kwargs)
 
 
 @login_required

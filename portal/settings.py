@@ -198,6 +198,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env_int("DB_POOL_SIZE", 10),
+        # How long a request waits for a connection: when the database does not answer, pages
+        # say so within this (503) instead of hanging for psycopg's default 30 s.
+        "timeout": env_int("DB_POOL_TIMEOUT", 3),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     private_sqlite_file(str(DATABASES["default"]["NAME"]))
