@@ -11,7 +11,7 @@ from typing import Literal
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from ninja import Field, NinjaAPI, Query, Router, Schema
@@ -34,8 +34,16 @@ from console.globalconfig import (
 )
 from console.hosts import host_checks
 from console.hypervisor import HypervisorError, HypervisorUnavailable
-from console.models import ConsoleSession, ConsoleTicket, GlobalConfigChange, Host, VirtualMachine
+from console.models import (
+    ConsoleRecording,
+    ConsoleSession,
+    ConsoleTicket,
+    GlobalConfigChange,
+    Host,
+    VirtualMachine,
+)
 from console.origins import client_ip
+from console.recordings import recording_file, recording_may_play, recording_played, recording_policy
 from console.sessions import console_session_end_request
 from console.tickets import console_ticket_issue
 from console.vms import VmStatus, vm_poweroff, vm_reboot, vm_shutdown, vm_start, vm_status, vm_statuses
@@ -287,6 +295,8 @@ class TicketOut(Schema):
     )
     token: str
     expires_at: datetime
+    recorded: bool = Field(description="The console is recorded (console.recording): tell its user.")
+    keystrokes_recorded: bool = Field(description="Which keys the user presses is recorded too.")
 
 
 @vms.post(
@@ -318,11 +328,14 @@ def vm_console_ticket(
     )
     scheme = "wss" if request.is_secure() else "ws"
     path = reverse("console-ws", args=[vm.id])
+    policy = recording_policy(vm)
     return {
         "protocol": issued.protocol,
         "websocket_url": f"{scheme}://{request.get_host()}{path}?token={issued.token}",
         "token": issued.token,
         "expires_at": issued.expires_at,
+        "recorded": policy.record,
+        "keystrokes_recorded": policy.keystrokes,
     }
 
 
@@ -384,6 +397,7 @@ class SessionOut(Schema):
     bytes_to_client: int
     bytes_from_client: int
     end_reason: str
+    recording: str | None = Field(None, description="Where its recording is, if it was recorded.")
 
     @staticmethod
     def resolve_user(s: ConsoleSession) -> str | None:
@@ -401,6 +415,11 @@ class SessionOut(Schema):
     def resolve_ended_by(s: ConsoleSession) -> str | None:
         return s.ended_by.get_username() if s.ended_by else None
 
+    @staticmethod
+    def resolve_recording(s: ConsoleSession) -> str | None:
+        recording = getattr(s, "recording", None)
+        return reverse("api-v1:session-recording", args=[s.pk]) if recording is not None else None
+
 
 sessions = Router(tags=["Console sessions"])
 
@@ -413,7 +432,9 @@ def session_list(
     ordering: Literal["started_at", "-started_at"] = "-started_at",
 ):
     """Your console sessions (everyone's for staff), newest first; `open=true` for open ones."""
-    rows = ConsoleSession.objects.select_related("user", "vm__host", "ended_by").order_by(ordering, "-id")
+    rows = ConsoleSession.objects.select_related("user", "vm__host", "ended_by", "recording").order_by(
+        ordering, "-id"
+    )
     if not request.user.is_staff:
         rows = rows.filter(user=request.user)
     if open is not None:
@@ -431,6 +452,27 @@ def session_end(request: AuthenticatedRequest, session_id: int):
     if not console_session_end_request(session_id=session_id, by=request.user):
         raise Http404("No open console session with this id.")
     return ConsoleSession.objects.select_related("user", "vm__host", "ended_by").get(pk=session_id)
+
+
+@sessions.get(
+    "/{int:session_id}/recording",
+    response={200: None, 404: ErrorOut},
+    url_name="session-recording",
+    openapi_extra={"responses": {200: {"content": {"application/octet-stream": {}}}}},
+)
+def session_recording(request: AuthenticatedRequest, session_id: int):
+    """The session's recording (staff; the session's own user if console.recordingPlayback
+    allows): the portal's stream format for VNC and SPICE, asciicast v2 for the serial console.
+    Every download is recorded."""
+    recording = ConsoleRecording.objects.filter(session_id=session_id).first()
+    if recording is None or not recording_may_play(user=request.user, recording=recording):
+        raise Http404("No recording of this session.")
+    try:
+        handle = recording_file(recording).open("rb")
+    except (OSError, ValueError):
+        raise Http404("The recording's file is gone.") from None
+    recording_played(recording=recording, user=request.user, via="api")
+    return FileResponse(handle, content_type="application/octet-stream")
 
 
 # -- hosts (staff) ---------------------------------------------------------------------------------

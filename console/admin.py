@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
+from django.urls import reverse
 from django.utils.html import format_html
 
 from console.auth import User
@@ -16,11 +17,13 @@ from console.hosts import host_check, host_checks, host_health, host_key_advice
 from console.hypervisor import HypervisorError
 from console.hypervisor.ssh import ssh_target
 from console.models import (
+    ConsoleRecording,
     ConsoleSession,
     ConsoleTicket,
     GlobalConfigChange,
     GlobalConfigValue,
     Host,
+    RecordingPlayback,
     VirtualMachine,
     VmEvent,
 )
@@ -225,8 +228,18 @@ class ConsoleSessionAdmin(ReadOnlyAdmin):
         "bytes_to_client",
         "bytes_from_client",
         "end_reason",
+        "recorded",
     ]
     list_filter = ["via", "protocol", "end_reason"]
+    list_select_related = ["vm", "user", "recording"]
+
+    @admin.display(description="recording")
+    def recorded(self, obj: ConsoleSession):
+        recording = getattr(obj, "recording", None)
+        if recording is None:
+            return "—"
+        return format_html('<a href="{}">Play</a>', reverse("console:recording", args=[recording.pk]))
+
     search_fields = ["vm__name", "user__username", "client_address"]
     actions = ["end_sessions"]
 
@@ -259,3 +272,19 @@ class ConsoleTicketAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["kind", "protocol"]
     exclude = ["token_hash"]
+
+
+@admin.register(ConsoleRecording)
+class ConsoleRecordingAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "ended_at", "vm", "user", "protocol", "channel", "bytes", "note", "play"]
+    list_filter = ["protocol", "keystrokes"]
+    search_fields = ["vm__name", "user__username"]
+
+    @admin.display(description="")
+    def play(self, obj: ConsoleRecording):
+        return format_html('<a href="{}">Play</a>', reverse("console:recording", args=[obj.pk]))
+
+
+@admin.register(RecordingPlayback)
+class RecordingPlaybackAdmin(ReadOnlyAdmin):
+    list_display = ["at", "user", "recording", "via"]

@@ -80,10 +80,17 @@ def clipboard_in_vm(mode: str, policy: str) -> bool:
 
 
 def domain_xml_build(
-    vm: DomainSpec, *, mode: str, listen_address: str, password: str, clipboard: str = "both"
+    vm: DomainSpec,
+    *,
+    mode: str,
+    listen_address: str,
+    password: str,
+    clipboard: str = "both",
+    serial_log: str = "",
 ) -> str:
     """The domain XML for a VM whose console uses `mode` ("vnc" or "spice"), locked by `password`,
-    with the clipboard as the `clipboard` policy (console.clipboard) allows."""
+    with the clipboard as the `clipboard` policy (console.clipboard) allows, and its serial port
+    logged by virtlogd to `serial_log` (appended across starts, rotated by virtlogd)."""
     if mode not in ("vnc", "spice"):
         raise ValueError(f"console mode must be vnc or spice, not {mode!r}")
     copypaste = "yes" if clipboard_in_vm(mode, clipboard) else "no"
@@ -122,6 +129,8 @@ def domain_xml_build(
     if vm.serial_console:
         # A pty-backed serial port, and the console that libvirt's console stream API opens.
         serial = _sub(devices, "serial", type="pty")
+        if serial_log:
+            _sub(serial, "log", file=_text(serial_log, "serial log"), append="on")
         _sub(serial, "target", port="0")
         console = _sub(devices, "console", type="pty")
         _sub(console, "target", type="serial", port="0")

@@ -119,8 +119,62 @@ DEFINITIONS: dict[str, ConfigDefinition] = {
                 "unless to-vm is allowed). Applies to VMs started after the change."
             ),
         ),
+        ConfigDefinition(
+            category="console",
+            name="recording",
+            type="string",
+            default="off",
+            valid_values=("off", "all", "per-vm"),
+            description=(
+                "Which consoles are recorded: off, all, or per-vm (those of VMs whose own 'record "
+                "console' switch is on). A recorded console says so on its page before it "
+                "connects, and in the API's ticket."
+            ),
+        ),
+        ConfigDefinition(
+            category="console",
+            name="recordingRetentionDays",
+            type="integer",
+            default="30",
+            minimum=1,
+            description="Recordings older than this many days are deleted.",
+        ),
+        ConfigDefinition(
+            category="console",
+            name="recordingMaxMiB",
+            type="integer",
+            default="512",
+            minimum=1,
+            description=("A recording stops (the console goes on) at this size, with a note in its record."),
+        ),
+        ConfigDefinition(
+            category="console",
+            name="recordKeystrokes",
+            type="boolean",
+            default="false",
+            description=(
+                "Record which keys users press (VNC key symbols, the serial console's input), not "
+                "only that they pressed one. Pages say so when it is on."
+            ),
+        ),
+        ConfigDefinition(
+            category="console",
+            name="recordingPlayback",
+            type="string",
+            default="staff",
+            valid_values=("staff", "staff-and-user"),
+            description=(
+                "Who may play a recording back: staff, or staff and the user whose session it is. "
+                "Every playback is recorded."
+            ),
+        ),
     ]
 }
+RECORDING = "console.recording"
+RECORDING_RETENTION = "console.recordingRetentionDays"
+RECORDING_MAX_MIB = "console.recordingMaxMiB"
+RECORD_KEYSTROKES = "console.recordKeystrokes"
+RECORDING_PLAYBACK = "console.recordingPlayback"
 CLIPBOARD = "console.clipboard"
 IDLE_TIMEOUT = "console.idleTimeoutMinutes"
 MAX_SESSION = "console.maxSessionMinutes"

@@ -261,6 +261,11 @@ class VirtualMachine(models.Model):
         default=True,
         help_text="Give the VM a serial port that users can open in the browser (the serial console).",
     )
+    record_console = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Record this VM's consoles when console.recording is per-vm.",
+    )
     console_mode = models.CharField(
         max_length=8, choices=ConsoleModeChoice.choices, default=ConsoleModeChoice.INHERIT
     )
@@ -528,3 +533,46 @@ class GraphicsSecret(models.Model):
 
     def __str__(self) -> str:
         return f"graphics password of {self.vm}"
+
+
+class ConsoleRecording(models.Model):
+    """One console session's recording: a file under RECORDINGS_DIR, written append-only while
+    the session lasts (a worker killed mid-session leaves what it wrote, playable)."""
+
+    class Format(models.TextChoices):
+        STREAM = "stream", "what the client received, timed (VNC, a SPICE channel)"
+        ASCIICAST = "asciicast", "asciicast v2 (the serial console)"
+
+    session = models.OneToOneField(ConsoleSession, on_delete=models.CASCADE, related_name="recording")
+    vm = models.ForeignKey(VirtualMachine, null=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    protocol = models.CharField(max_length=8, choices=ConsoleProtocol.choices)
+    channel = models.CharField(max_length=16, blank=True, help_text="SPICE: which channel.")
+    format = models.CharField(max_length=16, choices=Format.choices)
+    path = models.CharField(max_length=1024, help_text="Relative to RECORDINGS_DIR.")
+    keystrokes = models.BooleanField(default=False, help_text="Which keys were pressed is in it.")
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    bytes = models.BigIntegerField(default=0)
+    note = models.CharField(max_length=255, blank=True, help_text="Why it stopped early, if it did.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"recording of {self.session}"
+
+
+class RecordingPlayback(models.Model):
+    """An audit record: who played (or downloaded) a recording, when, how."""
+
+    recording = models.ForeignKey(ConsoleRecording, on_delete=models.CASCADE, related_name="playbacks")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    via = models.CharField(max_length=16, help_text="page, download or api")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.user} played {self.recording}"

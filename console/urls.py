@@ -8,6 +8,9 @@ urlpatterns = [
     path("", views.vm_list, name="vm-list"),
     path("account/tokens/", views.api_tokens, name="api-tokens"),
     path("consoles/live/", views.live_consoles, name="live-consoles"),
+    path("recordings/", views.recordings, name="recordings"),
+    path("recordings/<int:recording_id>/", views.recording_player, name="recording"),
+    path("recordings/<int:recording_id>/data", views.recording_data, name="recording-data"),
     path("vms/<int:vm_id>/", views.vm_detail, name="vm-detail"),
     path("vms/<int:vm_id>/state/", views.vm_state, name="vm-state"),
     path("vms/<int:vm_id>/thumbnail.png", views.vm_thumbnail_png, name="vm-thumbnail"),
@@ -18,6 +21,7 @@ urlpatterns = [
     path("vms/<int:vm_id>/shares/", views.vm_share, name="vm-share"),
     path("vms/<int:vm_id>/shares/<int:share_id>/end/", views.vm_share_end, name="vm-share-end"),
     path("vms/<int:vm_id>/serial/ticket/", views.vm_serial_ticket, name="vm-serial-ticket"),
+    path("vms/<int:vm_id>/serial/log/", views.vm_serial_log_view, name="vm-serial-log"),
     re_path(
         r"^vms/(?P<vm_id>[0-9]+)/(?P<action>start|shutdown|poweroff|reboot)/$",
         views.vm_action,

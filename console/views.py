@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -23,10 +24,18 @@ from django.views.decorators.http import require_POST
 from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
 from console.errors import ConsoleUnavailable, RateLimited, VmStateConflict, end_table
-from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, config_int, config_value
+from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, RECORDING_PLAYBACK, config_int, config_value
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
-from console.models import ConsolePreference, ConsoleSession, ConsoleTicket, VirtualMachine
+from console.models import (
+    ConsolePreference,
+    ConsoleProtocol,
+    ConsoleRecording,
+    ConsoleSession,
+    ConsoleTicket,
+    VirtualMachine,
+)
 from console.origins import client_ip, request_origin
+from console.recordings import recording_file, recording_may_play, recording_played, recording_policy
 from console.screenshots import vm_thumbnail
 from console.sessions import open_sessions
 from console.shares import console_share_create, console_share_end
@@ -34,6 +43,7 @@ from console.tickets import IDLE_KINDS, console_endpoint, console_ticket_issue, 
 from console.vms import (
     vm_poweroff,
     vm_reboot,
+    vm_serial_log,
     vm_shutdown,
     vm_start,
     vm_status,
@@ -156,6 +166,7 @@ def _ticket_payload(vm: VirtualMachine, issued: IssuedTicket) -> dict:
         "clipboard": config_value(CLIPBOARD),
         # The page warns a minute before the portal ends an idle console (0: no idle limit).
         "idleTimeoutSeconds": config_int(IDLE_TIMEOUT) * 60 if issued.ticket.kind in IDLE_KINDS else 0,
+        "recorded": recording_policy(vm).record,
     }
 
 
@@ -189,6 +200,7 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "view_only": view_only,
         "may_operate": not must_watch,
         "ends": end_table(),
+        "recording": recording_policy(vm),
     }
     template = "console/console_spice.html" if endpoint.type == "spice" else "console/console_vnc.html"
     return render(request, template, context)
@@ -257,6 +269,7 @@ def vm_serial(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "state_url": reverse("console:vm-state", args=[vm.id]),
         "may_take_over": request.user.is_staff,
         "ends": end_table(),
+        "recording": recording_policy(vm),
     }
     response = render(request, "console/serial.html", context)
     response["Content-Security-Policy"] = content_security_policy(style_nonce=nonce)
@@ -407,3 +420,93 @@ def vv_response(download: VvDownload) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
     add_never_cache_headers(response)
     return response
+
+
+# -- recordings ----------------------------------------------------------------------------------
+
+
+def _recording_for(request: AuthenticatedRequest, recording_id: int) -> ConsoleRecording:
+    recording = (
+        ConsoleRecording.objects.select_related("session", "vm", "user").filter(pk=recording_id).first()
+    )
+    if recording is None or not recording_may_play(user=request.user, recording=recording):
+        raise Http404("No such recording.")
+    return recording
+
+
+@login_required
+def recordings(request: AuthenticatedRequest) -> HttpResponse:
+    """Recorded console sessions: everyone's for staff; a user's own when the policy lets them."""
+    rows = ConsoleRecording.objects.select_related("session", "vm", "user")
+    if not request.user.is_staff:
+        if config_value(RECORDING_PLAYBACK) != "staff-and-user":
+            raise Http404("No such page.")
+        rows = rows.filter(user=request.user)
+    return render(request, "console/recordings.html", {"recordings": rows[:200]})
+
+
+@login_required
+@never_cache
+def recording_player(request: AuthenticatedRequest, recording_id: int) -> HttpResponse:
+    """Play a recording back in the browser: noVNC's decoder for VNC, xterm.js for the serial
+    console; a SPICE channel's recording is offered for download."""
+    recording = _recording_for(request, recording_id)
+    templates: dict[str, str] = {
+        ConsoleProtocol.VNC: "console/recording_vnc.html",
+        ConsoleProtocol.SERIAL: "console/recording_serial.html",
+    }
+    template = templates.get(recording.protocol, "console/recording_download.html")
+    nonce = secrets.token_urlsafe(18)
+    context = {
+        "recording": recording,
+        "style_nonce": nonce,
+        "data_url": reverse("console:recording-data", args=[recording.pk]),
+    }
+    response = render(request, template, context)
+    if recording.protocol == ConsoleProtocol.SERIAL:  # xterm.js styles its rows by <style>
+        response["Content-Security-Policy"] = content_security_policy(style_nonce=nonce)
+    return response
+
+
+@login_required
+@never_cache
+def recording_data(request: AuthenticatedRequest, recording_id: int) -> HttpResponseBase:
+    """The recording's file, for its player or as a download; each fetch is audited."""
+    recording = _recording_for(request, recording_id)
+    try:
+        path = recording_file(recording)
+        handle = path.open("rb")
+    except (OSError, ValueError):
+        raise Http404("The recording's file is gone (retention, or the directory moved).") from None
+    recording_played(
+        recording=recording, user=request.user, via="download" if "download" in request.GET else "page"
+    )
+    response = FileResponse(handle, content_type="application/octet-stream")
+    if "download" in request.GET:
+        response["Content-Disposition"] = f'attachment; filename="{path.name}"'
+    return response
+
+
+SERIAL_LOG_MAX = 1 << 20  # bytes of a serial log a page shows or a download carries
+_TERMINAL_ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[78=>]|\][^\x07]*\x07)")
+
+
+@login_required
+@never_cache
+def vm_serial_log_view(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
+    """What the VM's guest printed on its serial port, boot messages included, across reboots
+    and reconnects (virtlogd's log): a page with a filter, `?format=text` as it was written (the
+    serial console page shows its end before connecting), `?download=1` as a file."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    try:
+        wanted = int(request.GET.get("tail", SERIAL_LOG_MAX))
+    except ValueError:
+        wanted = SERIAL_LOG_MAX
+    data = vm_serial_log(vm=vm, max_bytes=max(1, min(wanted, SERIAL_LOG_MAX)))
+    if request.GET.get("format") == "text" or "download" in request.GET:
+        response = HttpResponse(data, content_type="text/plain; charset=utf-8")
+        if "download" in request.GET:
+            response["Content-Disposition"] = f'attachment; filename="{vm.name}-serial.log"'
+        return response
+    text = _TERMINAL_ESCAPES.sub("", data.decode(errors="replace")).replace("\r\n", "\n")
+    return render(request, "console/serial_log.html", {"vm": vm, "log": text, "size": len(data)})

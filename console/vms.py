@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
 
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
@@ -107,6 +108,17 @@ def vm_start(*, vm: VirtualMachine, user: User) -> str:
     return _start(vm, user, "start")
 
 
+def serial_log_path(vm: VirtualMachine) -> str:
+    """Where the VM's host keeps its serial log (virtlogd; the name is a validated libvirt name)."""
+    return f"{settings.SERIAL_LOG_DIR}/{vm.name}-serial0.log"
+
+
+def vm_serial_log(*, vm: VirtualMachine, max_bytes: int) -> bytes:
+    """The end of what the VM's guest printed on its serial port, across reboots and
+    reconnects (virtlogd's log): b"" when there is none yet."""
+    return hypervisor_for(vm.host).read_log(serial_log_path(vm), max_bytes=max_bytes)
+
+
 def _start(vm: VirtualMachine, user: User, action: str) -> str:
     mode = vm.effective_console_mode(config_value(CONSOLE_MODE))
     xml = domain_xml_build(
@@ -115,6 +127,7 @@ def _start(vm: VirtualMachine, user: User, action: str) -> str:
         listen_address=vm.host.console_listen_address,
         password=graphics_password_new(mode),
         clipboard=config_value(CLIPBOARD),
+        serial_log=serial_log_path(vm),
     )
     hypervisor = hypervisor_for(vm.host)
     state = hypervisor.state(vm.name)

@@ -111,6 +111,14 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 # The demo guest (bin/build-guest); the same path on every host (bin/hv2 copies it there).
 GUEST_DIR = env_str("GUEST_DIR", default_guest_dir())
+# Where each host's virtlogd keeps the VMs' serial logs (`<NAME>-serial0.log`): libvirt's own
+# log directory, the same path on every host.
+SERIAL_LOG_DIR = env_str(
+    "SERIAL_LOG_DIR",
+    "/var/log/libvirt/qemu"
+    if LIBVIRT_URI == "qemu:///system"
+    else str(Path.home() / ".cache/libvirt/qemu/log"),
+)
 
 # How long a console ticket admits new connections, and how many it admits (spice-html5 opens
 # one WebSocket per SPICE channel, so one ticket must admit several: main, display, inputs,
@@ -139,6 +147,9 @@ SSH_KEY_FILE = env_str("SSH_KEY_FILE", str(VAR_DIR / "ssh" / "id_ed25519"))
 SSH_KNOWN_HOSTS_DIR = env_str("SSH_KNOWN_HOSTS_DIR", str(VAR_DIR / "ssh" / "known_hosts.d"))
 # The graphics password of a .vv download stays valid this long.
 VV_PASSWORD_SECONDS = env_int("VV_PASSWORD_SECONDS", 120)
+# Where console recordings are written (console.recording); several machines share it over
+# a network file system (README, Recording).
+RECORDINGS_DIR = env_str("RECORDINGS_DIR", str(VAR_DIR / "recordings"))
 # When set, console pages connect through this websockify proxy instead of /ws/console/.
 CONSOLE_PROXY_URL = env_str("CONSOLE_PROXY_URL", "")
 # When set, .vv files send remote-viewer through this HTTP CONNECT proxy (manage.py spiceproxy).

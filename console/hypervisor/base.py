@@ -119,6 +119,10 @@ class Hypervisor(Protocol):
     def update_graphics(self, name: str, device_xml: str) -> None:
         """Change the live graphics device (its password) of a running domain."""
 
+    def read_log(self, path: str, *, max_bytes: int) -> bytes:
+        """The last `max_bytes` of a log file libvirt writes on the host (a serial log); b"" if
+        there is none yet."""
+
     def screenshot(self, name: str) -> bytes:
         """The running domain's screen as an image (PNG or PPM), taken without its console."""
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +31,7 @@ from console.hypervisor.base import (
     HypervisorUnavailable,
     NoSerialConsole,
 )
+from console.hypervisor.ssh import SshTarget, ssh_options
 from console.metrics import LIBVIRT_CALL
 
 if TYPE_CHECKING:
@@ -95,10 +99,13 @@ def _ensure_not_on_event_loop() -> None:
 class LibvirtHypervisor:
     """The domains of one host, through one libvirt connection (see `base.Hypervisor`)."""
 
-    def __init__(self, name: str, uri: str, connect_uri: str | None = None) -> None:
+    def __init__(
+        self, name: str, uri: str, connect_uri: str | None = None, ssh: SshTarget | None = None
+    ) -> None:
         self.name = name or uri
         self.uri = uri  # as the admin gave it; errors name it
         self.connect_uri = connect_uri or uri  # with the portal's key and known_hosts
+        self.ssh = ssh  # how to reach the host's files (None: this machine)
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
 
@@ -260,6 +267,34 @@ class LibvirtHypervisor:
             ),
             name,
         )
+
+    def read_log(self, path: str, *, max_bytes: int) -> bytes:
+        """The end of a log on the host: read here, or through `ssh tail` (the host's key as
+        recorded, the portal's own key) for a remote one."""
+        if not path.startswith("/") or "/../" in path or any(c in path for c in "\0\n"):
+            raise ValueError(f"not a log path: {path!r}")
+        if self.ssh is None:
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(0, os.SEEK_END)
+                    handle.seek(max(0, handle.tell() - max_bytes))
+                    return handle.read()
+            except FileNotFoundError:
+                return b""
+            except OSError as exc:
+                raise self._error(HypervisorError, f"cannot read {path}: {exc.strerror}") from None
+        target = self.ssh
+        command = f"tail -c {int(max_bytes)} -- {shlex.quote(path)} 2>/dev/null || true"
+        try:
+            result = subprocess.run(
+                ["ssh", *ssh_options(target), f"{target.user}@{target.hostname}", command],  # noqa: S607 - the system's OpenSSH
+                capture_output=True,
+                timeout=15,
+                check=True,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise self._error(HypervisorUnavailable, f"reading {path} over SSH failed: {exc}") from None
+        return result.stdout
 
     def screenshot(self, name: str) -> bytes:
         """The running domain's screen as QEMU gives it (PNG here), without touching its console."""
@@ -427,10 +462,11 @@ def hypervisor_for(host: Host) -> LibvirtHypervisor:
     if isinstance(host, str):
         key: tuple[str, ...] = (host, host, host)
     else:
-        from console.hypervisor.ssh import connect_uri
+        from console.hypervisor.ssh import connect_uri, ssh_target  # noqa: PLC0415
 
         key = (host.name, host.uri, connect_uri(host), host.ssh_host_key.strip())
     with _hypervisors_lock:
         if key not in _hypervisors:
-            _hypervisors[key] = LibvirtHypervisor(*key[:3])
+            ssh = None if isinstance(host, str) else ssh_target(host)
+            _hypervisors[key] = LibvirtHypervisor(key[0], key[1], key[2], ssh=ssh)
         return _hypervisors[key]

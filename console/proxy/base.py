@@ -12,6 +12,7 @@ from console.errors import End
 if TYPE_CHECKING:
     from console.models import ConsoleTicket
     from console.proxy.rfb import Step
+    from console.recordings import Recorder
 
 
 class Client(Protocol):
@@ -73,6 +74,7 @@ class GateView(Protocol):
     ended: tuple[End, str] | None
     session_id: int | None
     password: str
+    recorder: Recorder | None
 
 
 class Opener:

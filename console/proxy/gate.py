@@ -51,6 +51,7 @@ from console.proxy.spice import (
 )
 from console.proxy.tunnels import console_connect
 from console.proxy.wire import ClientGone, ConsoleRefusedProxy, Violation
+from console.recordings import Recorder, recording_end, recording_policy, recording_start
 from console.sessions import console_session_end, console_session_start
 
 if TYPE_CHECKING:
@@ -70,19 +71,55 @@ class Admitted:
     ticket: ConsoleTicket
     session_id: int
     password: str  # the VM's graphics password as the portal holds it ("": none valid yet)
+    recorder: Recorder | None = None
 
 
 def _admit_and_record(admit: Callable[[], ConsoleTicket], client: Client) -> Admitted:
-    """Admit, read the console's password and record the session: one trip to the database
-    thread per connection (a SPICE page opens several at once, and under Daphne they queue
-    for that thread: measured, four trips each cost its first frame tens of ms)."""
+    """Admit, read the console's password, record the session and start its recording: one
+    trip to the database thread per connection (a SPICE page opens several at once, and under
+    Daphne they queue for that thread: measured, four trips each cost its first frame tens of
+    ms)."""
     ticket = admit()
     password = ""
     if ticket.protocol in (ConsoleProtocol.VNC, ConsoleProtocol.SPICE):
         held = graphics_password_get(vm_id=ticket.vm_id, domain_id=ticket.domain_id)
         password = held.password if held else ""
     session = console_session_start(ticket=ticket, via=client.via, client_address=client.address)
-    return Admitted(ticket, session.pk, password)
+    recorder = None
+    policy = recording_policy(ticket.vm)
+    if policy.record:
+        try:
+            recorder = Recorder(recording_start(session=session, ticket=ticket, policy=policy))
+        except OSError as exc:  # no recording, never no console
+            logger.warning("console session %s not recorded: %s", session.pk, exc)
+    return Admitted(ticket, session.pk, password, recorder)
+
+
+class RecordingClient:
+    """A client whose every received byte also goes to its session's recording."""
+
+    def __init__(self, client: Client, recorder: Recorder) -> None:
+        self._client, self.recorder = client, recorder
+        self.via, self.address = client.via, client.address
+
+    def __getattr__(self, name: str) -> object:  # what a front end adds (the serial takeover)
+        return getattr(self._client, name)
+
+    async def receive(self) -> bytes | None:
+        return await self._client.receive()
+
+    async def send(self, data: bytes) -> None:
+        self.recorder.to_client(data)
+        await self._client.send(data)
+
+    async def opened(self) -> None:
+        await self._client.opened()
+
+    async def end(self, end: End, reason: str) -> None:
+        await self._client.end(end, reason)
+
+    def gone_reason(self) -> str:
+        return self._client.gone_reason()
 
 
 async def console_serve(client: Client, admit: Callable[[], ConsoleTicket]) -> None:
@@ -109,7 +146,8 @@ class Gate:
     """One admitted connection, from opening its console to recording its end."""
 
     def __init__(self, client: Client, admitted: Admitted) -> None:
-        self.client = client
+        self.recorder = admitted.recorder
+        self.client = client if self.recorder is None else RecordingClient(client, self.recorder)
         self.ticket = admitted.ticket
         self.password = admitted.password
         self.console: Console | None = None
@@ -198,6 +236,7 @@ class Gate:
         assert console is not None and self.session_id is not None  # noqa: S101 - opened
         pump = asyncio.create_task(self._pump(console, early))
         receive, guard, session_id = client.receive, session_guard(), self.session_id
+        recorder = self.recorder
         try:
             while (data := await receive()) is not None:
                 if side is not None:
@@ -209,8 +248,12 @@ class Gate:
                         if side.input_seen:
                             side.input_seen = False
                             guard.input_seen(session_id)
+                            if recorder is not None:
+                                recorder_keys(recorder, side)
                         if not data:
                             continue
+                elif recorder is not None and recorder.keystrokes:
+                    recorder.input({"text": data.decode(errors="replace")})  # the serial console
                 console.write(data)
                 await console.drain()
             if not self.console_ended:
@@ -275,6 +318,17 @@ class Gate:
         console = self.console
         if console is not None:
             await console.close()
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.close()
+            await _record_end(
+                partial(
+                    recording_end,
+                    recording_id=recorder.opened.recording_id,
+                    size=recorder.size,
+                    note=recorder.note,
+                )
+            )
         if self.session_id is not None:
             end = partial(
                 console_session_end,
@@ -414,6 +468,8 @@ class VncOpener(GraphicsOpener):
         clipboard = await database_sync_to_async(config_value)(CLIPBOARD)
         side = RfbClientSide(RfbPolicy(watch_only=gate.ticket.view_only, clipboard=clipboard))
         gate.side = side
+        if gate.recorder is not None:
+            side.keys_pressed = []
         await gate.client.send(side.greeting)
         await self._client_handshake(side)
         return machine.rest()
@@ -430,6 +486,8 @@ class SpiceOpener(GraphicsOpener):
             if data is None:
                 raise ClientGone
             reader.feed(data)
+        if gate.recorder is not None:  # which channel this recording is (the player needs it)
+            gate.recorder.input({"spice_channel": spice_link.channel_name, "type": spice_link.channel_type})
         refusal = spice_channel_refusal(spice_link, watch_only=ticket.view_only)
         if refusal is not None:
             raise refusal
@@ -451,3 +509,10 @@ _OPENERS: dict[str, type[Opener]] = {
     ConsoleProtocol.SPICE: SpiceOpener,
     ConsoleProtocol.SERIAL: SerialOpener,
 }
+
+
+def recorder_keys(recorder: Recorder, side: ClientSide) -> None:
+    """Keys the client pressed, as events: which ones only with console.recordKeystrokes."""
+    for down, key in getattr(side, "keys_pressed", ()) or ():
+        recorder.input({"key": "down" if down else "up", **({"keysym": key} if recorder.keystrokes else {})})
+    side.keys_pressed = []  # type: ignore[attr-defined]

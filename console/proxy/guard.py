@@ -26,6 +26,7 @@ from django.db import close_old_connections
 
 from console.errors import End
 from console.notices import RECHECK, session_group
+from console.recordings import recordings_sweep
 from console.sessions import (
     console_sessions_end_requested,
     console_sessions_heartbeat,
@@ -72,6 +73,7 @@ def _check(
         console_input_record(input_tickets)
     if sweep:
         console_sessions_sweep()
+        recordings_sweep()
     by_ticket = console_rights_check(session_tickets.values())
     ended = console_sessions_end_requested(session_tickets)
     return {

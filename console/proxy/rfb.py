@@ -212,6 +212,8 @@ class RfbClientSide:
         self.policy = policy
         self.established = False
         self.input_seen = False
+        # When a list (the session is recorded): (down, key symbol or scancode) of each key.
+        self.keys_pressed: list[tuple[bool, int]] | None = None
         self.dropped_messages = 0
         self.clipboard_dropped_bytes = 0  # the client's clipboard kept from the VM (size only)
         self.clipboard_passed_bytes = 0
@@ -278,6 +280,8 @@ class RfbClientSide:
                 if size == _FIXED[kind] and not (self.policy.watch_only and kind in ACTS_ON_VM):
                     if kind in INPUT:
                         self.input_seen = True
+                        if kind == KEY_EVENT and self.keys_pressed is not None:
+                            self._key(data)
                     return data
             elif kind == CLIENT_CUT_TEXT and size >= 8 and self.policy.clipboard_to_vm:
                 length = int.from_bytes(data[4:8], "big", signed=True)
@@ -367,8 +371,17 @@ class RfbClientSide:
             return b""
         if kind in INPUT:
             self.input_seen = True
+            if self.keys_pressed is not None:
+                self._key(header)
         self._stream_body(body, passed=True)
         return header
+
+    def _key(self, message: bytes) -> None:
+        if message[0] == KEY_EVENT:
+            self.keys_pressed.append((bool(message[1]), struct.unpack_from(">I", message, 4)[0]))  # type: ignore[union-attr]
+        elif message[0] == QEMU_MESSAGE and message[1] == QEMU_EXTENDED_KEY:
+            down, keysym = struct.unpack_from(">HI", message, 2)
+            self.keys_pressed.append((bool(down), keysym))  # type: ignore[union-attr]
 
     def _stream_body(self, length: int, *, passed: bool) -> None:
         self._body_left, self._body_pass = length, passed

@@ -2,23 +2,15 @@
 // portal bridges to the VM's serial port through libvirt. Binary frames both ways.
 import { ENDS, closeReason, freshTicket, idleLimitFrom, markConnected, setStatus, socketUrl } from "./console-page.js";
 
-// xterm.js sizes its rows with <style> elements it creates. The page's Content-Security-Policy
-// admits <style> only with this response's nonce: give it to each one xterm.js makes. Set
-// before xterm.js is imported (below), so every element it creates carries it.
-const styleNonce = document.querySelector('meta[name="style-nonce"]').content;
-const createElement = Document.prototype.createElement;
-Document.prototype.createElement = function (name, options) {
-  const element = createElement.call(this, name, options);
-  if (String(name).toLowerCase() === "style") element.setAttribute("nonce", styleNonce);
-  return element;
-};
+import "./style-nonce.js"; // before xterm.js is imported (below)
+
 const { Terminal } = await import("../xterm/xterm.js");
 const { FitAddon } = await import("../xterm/addon-fit.js");
 
 const script = document.getElementById("console-script");
 const takeOverButton = document.getElementById("take-over");
 const mayTakeOver = script.dataset.mayTakeOver === "1";
-const RECONNECT_CODES = new Set([1006, 1012, 1013]);
+const RECONNECT_CODES = new Set(ENDS.reconnect);
 const LOG_LIMIT = 8 << 20; // bytes of output kept for "Download log"
 
 const terminal = new Terminal({
@@ -153,8 +145,25 @@ document.getElementById("reconnect").addEventListener("click", () => {
 });
 takeOverButton.addEventListener("click", () => reconnect({ takeover: true }));
 
+/** What the guest printed before this page connected (virtlogd's serial log), dimmed. */
+async function earlierOutput() {
+  try {
+    const response = await fetch(`${script.dataset.logUrl}?format=text&tail=65536`, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const earlier = new Uint8Array(await response.arrayBuffer());
+    if (!earlier.length) return;
+    terminal.write("\x1b[2m");
+    terminal.write(earlier);
+    terminal.write("\x1b[0m\r\n\x1b[2m[earlier output, from the serial log; live from here]\x1b[0m\r\n");
+  } catch (_) {
+    // no log to show: the console itself still works
+  }
+}
+
 try {
-  connect(await window.consoleTicket);
+  const ticket = window.consoleTicket;
+  await earlierOutput();
+  connect(await ticket);
 } catch (error) {
   setStatus("disconnected", `Cannot connect: ${error.message}`);
 }
