@@ -24,6 +24,7 @@ import codecs
 import json
 import logging
 import os
+import secrets
 import struct
 import time
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ def recording_start(
     )
     day = timezone.now().strftime("%Y/%m/%d")
     suffix = "cast" if fmt == ConsoleRecording.Format.ASCIICAST else "rec"
-    relative = f"{day}/session-{session.pk}.{suffix}"
+    # Named by session; the random part keeps a database restored (or reset) from an older
+    # backup from ever reusing a file another session wrote.
+    relative = f"{day}/session-{session.pk}-{secrets.token_hex(4)}.{suffix}"
     recording = ConsoleRecording.objects.create(
         session=session,
         vm_id=ticket.vm_id,
@@ -126,9 +129,9 @@ def recording_start(
     )
 
 
-def recording_end(*, recording_id: int, size: int, note: str) -> None:
+def recording_end(*, recording_id: int, size: int, note: str, channel: str = "") -> None:
     ConsoleRecording.objects.filter(pk=recording_id).update(
-        ended_at=timezone.now(), bytes=size, note=note[:255]
+        ended_at=timezone.now(), bytes=size, note=note[:255], channel=channel
     )
 
 
@@ -140,6 +143,7 @@ class Recorder:
         self.opened = opened
         self.size = 0
         self.note = ""
+        self.channel = ""  # a SPICE channel's name, once its link was read
         self.started = time.monotonic()
         self.keystrokes = opened.keystrokes
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")

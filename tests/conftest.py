@@ -97,3 +97,21 @@ def hv2_host(db, hv2) -> Host:
         ssh_key_file=str(hv2 / "id_ed25519"),
         ssh_host_key=(hv2 / "ssh_host_ed25519_key.pub").read_text(),
     )
+
+
+@pytest.fixture
+def vms(user):
+    """vm-a and vm-b: running domains of libvirt's test driver (fixtures/testnode.xml), owned
+    by `user`; their consoles are played by the tests' own stand-ins (tests/helpers.py)."""
+    from tests.helpers import TEST_NODE_URI
+
+    host = Host.objects.create(name="fake", uri=TEST_NODE_URI)
+    return (
+        VirtualMachine.objects.create(name="vm-a", owner=user, host=host),
+        VirtualMachine.objects.create(name="vm-b", owner=user, host=host),
+    )
+
+
+@pytest.fixture
+def vm(vms):
+    return vms[0]

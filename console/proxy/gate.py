@@ -88,10 +88,12 @@ def _admit_and_record(admit: Callable[[], ConsoleTicket], client: Client) -> Adm
     recorder = None
     policy = recording_policy(ticket.vm)
     if policy.record:
+        opened = recording_start(session=session, ticket=ticket, policy=policy)
         try:
-            recorder = Recorder(recording_start(session=session, ticket=ticket, policy=policy))
-        except OSError as exc:  # no recording, never no console
+            recorder = Recorder(opened)
+        except OSError as exc:  # no recording, never no console; the index says why
             logger.warning("console session %s not recorded: %s", session.pk, exc)
+            recording_end(recording_id=opened.recording_id, size=0, note=f"not recorded: {exc.strerror}")
     return Admitted(ticket, session.pk, password, recorder)
 
 
@@ -327,6 +329,7 @@ class Gate:
                     recording_id=recorder.opened.recording_id,
                     size=recorder.size,
                     note=recorder.note,
+                    channel=recorder.channel,
                 )
             )
         if self.session_id is not None:
@@ -487,6 +490,7 @@ class SpiceOpener(GraphicsOpener):
                 raise ClientGone
             reader.feed(data)
         if gate.recorder is not None:  # which channel this recording is (the player needs it)
+            gate.recorder.channel = spice_link.channel_name
             gate.recorder.input({"spice_channel": spice_link.channel_name, "type": spice_link.channel_type})
         refusal = spice_channel_refusal(spice_link, watch_only=ticket.view_only)
         if refusal is not None:

@@ -96,6 +96,7 @@ def portal(tmp_path_factory):
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{db}",
+        "RECORDINGS_DIR": str(db.parent / "recordings"),
         "DEMO_PASSWORD": PASSWORD,
         "SECRET_KEY": uuid.uuid4().hex * 2,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",

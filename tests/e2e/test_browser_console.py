@@ -59,6 +59,23 @@ def type_keys(page, text: str) -> None:
             page.keyboard.type(char)
 
 
+def type_a_marker(page, selector: str, reader: SerialReader, prefix: str) -> str:
+    """Type `echo <marker> > /dev/ttyS0` into the console on the page until the guest's serial
+    port prints the marker (the screen's shell starts a moment after the serial one); returns
+    the marker."""
+    page.click(selector)
+    for _ in range(3):
+        marker = f"{prefix}-{secrets.token_hex(4)}"
+        type_keys(page, f"echo {marker} > /dev/ttyS0\n")
+        try:
+            reader.wait_for(marker.encode(), timeout=10)
+            return marker
+        except AssertionError:
+            continue
+    tail = bytes(reader.output[-300:])
+    raise AssertionError(f"keys typed in the browser never reached the guest: {tail!r}")
+
+
 def open_console_and_type_a_command(page, portal, mode: str, host=None) -> None:
     """Open the console, see the guest's screen, and type a shell command that writes a random
     marker to the serial port; the marker read back through libvirt proves the keys reached
@@ -71,18 +88,7 @@ def open_console_and_type_a_command(page, portal, mode: str, host=None) -> None:
     reader = SerialReader(host or settings.LIBVIRT_URI, portal.vm_name)
     try:
         reader.wait_for_prompt()
-        page.click(selector)
-        for _ in range(3):  # the screen's shell starts a moment after the serial one
-            marker = f"typed-{secrets.token_hex(4)}"
-            type_keys(page, f"echo {marker} > /dev/ttyS0\n")
-            try:
-                reader.wait_for(marker.encode(), timeout=10)
-                break
-            except AssertionError:
-                continue
-        else:
-            tail = bytes(reader.output[-300:])
-            raise AssertionError(f"keys typed in the browser never reached the guest: {tail!r}")
+        type_a_marker(page, selector, reader, "typed")
     finally:
         reader.close()
 

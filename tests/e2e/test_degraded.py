@@ -4,7 +4,6 @@ tests' own, stopped and started under a logged-in browser with an open console."
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +18,7 @@ import requests
 from bench.setup import daphne_argv, free_port
 from tests.e2e.conftest import PASSWORD, Portal, virsh, wait_for_canvas
 from tests.e2e.test_attacks import Browser
-from tests.e2e.test_browser_console import CANVAS, start_vm_in_mode, type_keys
+from tests.e2e.test_browser_console import CANVAS, start_vm_in_mode, type_a_marker
 from tests.helpers import SerialReader, rfb_client_handshake
 
 pytestmark = [pytest.mark.hypervisor, pytest.mark.browser]
@@ -141,16 +140,7 @@ def test_the_database_down_answers_plainly_and_open_consoles_keep_working(pg_por
         assert ready.status_code == 503 and ready.json()["database"].startswith("failed")
         # The console opened before stays open and keeps typing into the guest, across more
         # than one of its rechecks (which fail, and are tried again).
-        page.click(CANVAS["vnc"])
-        for _ in range(3):
-            marker = f"nodb-{secrets.token_hex(4)}"
-            type_keys(page, f"echo {marker} > /dev/ttyS0\n")
-            try:
-                reader.wait_for(marker.encode(), timeout=10)
-                break
-            except AssertionError:
-                continue
-        reader.wait_for(marker.encode(), timeout=1)
+        type_a_marker(page, CANVAS["vnc"], reader, "nodb")
         time.sleep(5)
         assert "connected" in page.get_attribute("#status", "class")
     finally:

@@ -36,6 +36,17 @@ def run(page, command: str, expect: str, timeout: float = 30) -> str:
     return wait_for_text(page, expect, timeout)
 
 
+def wait_for_shell(page) -> None:
+    """The guest boots in a few seconds; until its shell answers, Enter brings nothing."""
+    page.wait_for_selector("#status.connected", timeout=20000)
+    page.click("#terminal")
+    deadline = page.evaluate("Date.now()") + 60000
+    while "guest:" not in terminal_text(page):
+        assert page.evaluate("Date.now()") < deadline, terminal_text(page)
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(1000)
+
+
 def open_serial(page, portal, user: str = "admin", password: str = PASSWORD) -> None:
     if user == "admin":
         login(page, portal)
@@ -83,14 +94,7 @@ def test_serial_console_runs_commands_and_follows_the_window(page, running_guest
     open_serial(page, portal)
     page.wait_for_selector("#status.connected", timeout=20000)
     assert page.inner_text(".protocol") == "SERIAL"
-    page.click("#terminal")
-    wait_until(page, "true")
-    # The guest boots in a few seconds; until its shell answers, Enter brings nothing.
-    deadline = page.evaluate("Date.now()") + 60000
-    while "guest:" not in terminal_text(page):
-        assert page.evaluate("Date.now()") < deadline, terminal_text(page)
-        page.keyboard.press("Enter")
-        page.wait_for_timeout(1000)
+    wait_for_shell(page)
     run(page, "uname -s", r"\nLinux")
 
     size = re.search(r"(\d+)×(\d+)", page.inner_text("#status"))
