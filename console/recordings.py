@@ -21,6 +21,7 @@ the start), a u8 kind (0: to the client, 1: an input event, JSON), a u32 length,
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
 from django.utils import timezone
@@ -47,6 +48,8 @@ from console.globalconfig import (
 from console.models import ConsoleProtocol, ConsoleRecording, RecordingPlayback
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from console.auth import User
     from console.models import ConsoleSession, ConsoleTicket, VirtualMachine
 
@@ -265,15 +268,27 @@ def recordings_sweep(*, now: datetime | None = None) -> int:
 def stream_records(data: bytes) -> tuple[dict, list[tuple[int, int, bytes]]]:
     """A stream recording's header and its complete records (a last one cut short by a killed
     worker is left out): what tests and scripts read it with."""
-    if not data.startswith(MAGIC):
+    handle = io.BytesIO(data)
+    header = stream_header(handle)
+    return header, list(stream_records_from(handle))
+
+
+def stream_header(handle: BinaryIO) -> dict:
+    """Read a stream recording's magic and header line from an open file."""
+    if handle.read(len(MAGIC)) != MAGIC:
         raise ValueError("not a console recording")
-    end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : end])
-    records, pos = [], end + 1
-    while pos + RECORD.size <= len(data):
-        ms, kind, length = RECORD.unpack_from(data, pos)
-        if pos + RECORD.size + length > len(data):
-            break
-        records.append((ms, kind, data[pos + RECORD.size : pos + RECORD.size + length]))
-        pos += RECORD.size + length
-    return header, records
+    line = handle.readline(64 * 1024)
+    if not line.endswith(b"\n"):
+        raise ValueError("a console recording without its header")
+    return json.loads(line)
+
+
+def stream_records_from(handle: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """The records that follow the header, read one at a time (ms, kind, bytes); a last one cut
+    short by a killed worker is left out."""
+    while len(head := handle.read(RECORD.size)) == RECORD.size:
+        ms, kind, length = RECORD.unpack(head)
+        data = handle.read(length)
+        if len(data) < length:
+            return
+        yield ms, kind, data

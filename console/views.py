@@ -448,20 +448,26 @@ def recordings(request: AuthenticatedRequest) -> HttpResponse:
 @login_required
 @never_cache
 def recording_player(request: AuthenticatedRequest, recording_id: int) -> HttpResponse:
-    """Play a recording back in the browser: noVNC's decoder for VNC, xterm.js for the serial
-    console; a SPICE channel's recording is offered for download."""
+    """Play a recording back in the browser: noVNC's decoder for VNC, spice-html5 fed by the
+    replay endpoint for SPICE (console/proxy/replay.py), xterm.js for the serial console."""
     recording = _recording_for(request, recording_id)
     templates: dict[str, str] = {
         ConsoleProtocol.VNC: "console/recording_vnc.html",
+        ConsoleProtocol.SPICE: "console/recording_spice.html",
         ConsoleProtocol.SERIAL: "console/recording_serial.html",
     }
-    template = templates.get(recording.protocol, "console/recording_download.html")
     nonce = secrets.token_urlsafe(18)
+    ended = recording.ended_at or timezone.now()
+    duration_ms = max(0, int((ended - recording.started_at).total_seconds() * 1000))
     context = {
         "recording": recording,
         "style_nonce": nonce,
         "data_url": reverse("console:recording-data", args=[recording.pk]),
+        "socket_path": f"/ws/recording/{recording.pk}/spice/",
+        "duration_ms": duration_ms,
+        "duration_clock": f"{duration_ms // 60000}:{duration_ms // 1000 % 60:02d}",
     }
+    template = templates[recording.protocol]
     response = render(request, template, context)
     if recording.protocol == ConsoleProtocol.SERIAL:  # xterm.js styles its rows by <style>
         response["Content-Security-Policy"] = content_security_policy(style_nonce=nonce)

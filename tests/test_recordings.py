@@ -216,3 +216,110 @@ async def test_a_recording_that_cannot_start_leaves_the_console_and_says_why(use
     recording = await database_sync_to_async(ConsoleRecording.objects.get)()
     assert recording.ended_at is not None and recording.bytes == 0
     assert recording.note.startswith("not recorded:")
+
+
+# -- SPICE recordings played back by the replay endpoint ------------------------------------------
+
+
+def _spice_console_recorded(user, vm, recordings_dir):
+    """Two channels of one SPICE console (one ticket), as the gate records them."""
+    from console.models import ConsoleTicket
+    from console.recordings import recording_start
+
+    token = make_ticket(user, vm, 5900)
+    ticket = ConsoleTicket.objects.order_by("-id").first()
+    assert token and ticket is not None
+    recordings = {}
+    for channel, kind, stream in (
+        ("main", 1, [b"main link reply", b"\0\0\0\0", b"main init"]),
+        ("display", 2, [b"display link reply", b"\0\0\0\0", b"draw 1", b"draw 2"]),
+    ):
+        session = ConsoleSession.objects.create(
+            user=user, vm=vm, via="channels", protocol="spice", ticket=ticket
+        )
+        policy = recording_policy(vm)
+        opened_ = recording_start(session=session, ticket=ticket, policy=policy)
+        recorder = Recorder(opened_)
+        recorder.input({"spice_channel": channel, "type": kind})
+        for data in stream:
+            recorder.to_client(data)
+        recorder.close()
+        ConsoleRecording.objects.filter(pk=opened_.recording_id).update(channel=channel, protocol="spice")
+        recordings[channel] = opened_.recording_id
+    return recordings
+
+
+async def _replay_socket(user, recording_id, *, origin=True, speed=0, channel_type=2, split=False):
+    from channels.testing import WebsocketCommunicator
+
+    from console.proxy.spice import SpiceLink
+    from portal.asgi import application
+    from tests.helpers import HOST, ORIGIN_HEADER, session_cookie
+
+    cookie = await database_sync_to_async(session_cookie)(user)
+    headers = [HOST, cookie] + ([ORIGIN_HEADER] if origin else [(b"origin", b"https://evil.example")])
+    path = f"/ws/recording/{recording_id}/spice/?speed={speed}"
+    comm = WebsocketCommunicator(application, path, headers=headers, subprotocols=["binary"])
+    comm.scope["client"] = ["127.0.0.1", 50000]
+    assert (await comm.connect())[0]
+    link = SpiceLink(0, channel_type, 0, [0b1001], []).to_bytes()
+    if split:  # a link message in two frames is one link message
+        await comm.send_to(bytes_data=link[:7])
+        await comm.send_to(bytes_data=link[7:])
+    else:
+        await comm.send_to(bytes_data=link)
+    return comm
+
+
+async def _received(comm) -> tuple[list[bytes], list[str], int | None]:
+    """What the replay sends until its end (a text frame) or its close (with the code)."""
+    binary: list[bytes] = []
+    text: list[str] = []
+    while True:
+        message = await comm.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            return binary, text, message["code"]
+        if message.get("bytes"):
+            binary.append(message["bytes"])
+        else:
+            text.append(message["text"])
+            return binary, text, None
+
+
+async def test_a_spice_recording_is_replayed_channel_by_channel_as_the_client_got_it(
+    user, staff_user, vm, recordings_dir
+):
+    await database_sync_to_async(_set)("console.recording", "all")
+    recordings = await database_sync_to_async(_spice_console_recorded)(user, vm, recordings_dir)
+    # The display channel's page: each channel the page links gets its own channel's recording.
+    comm = await _replay_socket(staff_user, recordings["display"], split=True)
+    binary, text, _ = await _received(comm)
+    assert binary == [b"display link reply", b"\0\0\0\0", b"draw 1", b"draw 2"]
+    assert json.loads(text[0]) == {"end": "the end of the recording"}
+    await comm.disconnect()
+    comm = await _replay_socket(staff_user, recordings["display"], channel_type=1)
+    binary, _, _ = await _received(comm)
+    assert binary == [b"main link reply", b"\0\0\0\0", b"main init"]
+    await comm.disconnect()
+    # A channel nobody recorded: SPICE's "channel not available" in its link reply.
+    comm = await _replay_socket(staff_user, recordings["display"], channel_type=3)
+    binary, _, code = await _received(comm)
+    assert binary[0][:4] == b"REDQ" and binary[0][16:20] == (9).to_bytes(4, "little")
+    assert code == 4011
+    # The main channel's link is the playback, audited.
+    played = RecordingPlayback.objects.filter(recording_id=recordings["display"])
+    assert await database_sync_to_async(played.count)() == 1
+
+
+async def test_the_spice_replay_checks_who_asks(user, other_user, vm, recordings_dir):
+    await database_sync_to_async(_set)("console.recording", "all")
+    recordings = await database_sync_to_async(_spice_console_recorded)(user, vm, recordings_dir)
+    for who, origin, code in ((other_user, True, 4008), (user, True, 4008), (user, False, 4001)):
+        comm = await _replay_socket(who, recordings["display"], origin=origin)
+        assert (await comm.receive_output(timeout=5))["code"] == code
+        await comm.disconnect()
+    await database_sync_to_async(_set)("console.recordingPlayback", "staff-and-user")
+    comm = await _replay_socket(user, recordings["display"])
+    binary, _, _ = await _received(comm)  # the session's own user, when the policy says so
+    assert binary[-1] == b"draw 2"
+    await comm.disconnect()

@@ -104,6 +104,9 @@ class WebSocketClient:
     async def send(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "bytes": data})
 
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
     async def opened(self) -> None:
         pass
 
@@ -115,7 +118,7 @@ class WebSocketClient:
             return
         self.closed = True
         if self.reason_frames:
-            await self._send({"type": "websocket.send", "text": json.dumps({"reason": reason})})
+            await self.send_text(json.dumps({"reason": reason}))
         short = reason.encode()[:CLOSE_REASON_MAX].decode(errors="ignore")
         await self._send({"type": "websocket.close", "code": int(end), "reason": short})
 
