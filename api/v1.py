@@ -23,7 +23,7 @@ from ninja.security import HttpBearer, django_auth
 from console.access import vm_get_for_user
 from console.apitokens import api_token_find
 from console.auth import AuthenticatedRequest
-from console.errors import DATABASE_DOWN, PortalError
+from console.errors import DATABASE_DOWN, Invalid, PortalError
 from console.globalconfig import (
     CONSOLE_MODE,
     DEFINITIONS,
@@ -34,6 +34,7 @@ from console.globalconfig import (
 )
 from console.hosts import host_checks
 from console.hypervisor import HypervisorError, HypervisorUnavailable
+from console.livemigration import live_migration_payload, vm_migrate
 from console.models import (
     ConsoleRecording,
     ConsoleSession,
@@ -284,6 +285,59 @@ for _action, _run, _summary in (
         summary=_summary,
         operation_id=f"api_v1_vm_{_action}",
     )(_action_view(_action, _run))
+
+
+class MigrateIn(Schema):
+    host: str = Field(description="The name of the host to move the VM to (it needs a migration address).")
+    wait: bool = Field(False, description="Answer once the move ended (moved or failed), not at once.")
+
+
+class MigrationOut(Schema):
+    id: int
+    state: str = Field(description="running, done (moved) or failed (the VM stayed where it was).")
+    source: str | None
+    target: str | None
+    percent: int
+    data_total: int = Field(description="Bytes of the VM's memory to move.")
+    data_remaining: int
+    downtime_ms: int | None = Field(description="How long the VM was paused at the switch.")
+    elapsed_ms: int | None = Field(description="How long the move took, as libvirt measured it.")
+    started_at: datetime
+    ended_at: datetime | None
+    error: str
+
+
+@vms.post(
+    "/{int:vm_id}/migrate/",
+    response={
+        202: MigrationOut,
+        200: MigrationOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        422: ErrorOut,
+        503: ErrorOut,
+    },
+    url_name="vm-migrate",
+)
+def vm_migrate_api(request: AuthenticatedRequest, vm_id: int, body: MigrateIn):
+    """Live-migrate the running VM to another host (staff only): 202 with the move's record, which
+    `GET .../migration/` follows; its open consoles follow by themselves."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    target = Host.objects.filter(name=body.host).first()
+    if target is None:
+        raise Invalid(f"No host is named {body.host!r}.", field="host")
+    migration = vm_migrate(vm=vm, target=target, user=request.user, wait=body.wait)
+    return (200 if body.wait else 202), live_migration_payload(migration)
+
+
+@vms.get("/{int:vm_id}/migration/", response={200: MigrationOut, 404: ErrorOut}, url_name="vm-migration")
+def vm_migration_api(request: AuthenticatedRequest, vm_id: int):
+    """The VM's latest move: its state and progress."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    migration = vm.live_migrations.select_related("source", "target").first()
+    if migration is None:
+        raise Http404("The VM was never moved.")
+    return live_migration_payload(migration)
 
 
 class TicketOut(Schema):

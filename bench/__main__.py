@@ -41,6 +41,7 @@ METRICS = [
     ("ttff_spice_warm_ms", "browser, warm: page -> 1st frame, SPICE", "ms", False),
     ("ttff_vnc_warm_ms", "browser, warm: page -> 1st frame, VNC", "ms", False),
 ]
+RECORDED = "Daphne, recorded"  # bench/paths.py: Daphne to a VM whose consoles are recorded
 BROWSER_KEYS = {"ttff_spice_ms", "ttff_vnc_ms", "ttff_spice_warm_ms", "ttff_vnc_warm_ms"}
 
 FULL = dict(
@@ -56,6 +57,7 @@ FULL = dict(
     ladder_samples=500,
     browser_repeats=7,
     stalled_seconds=15,
+    recorded_seconds=30,
 )
 SHORT = dict(
     repeats=1,
@@ -70,6 +72,7 @@ SHORT = dict(
     ladder_samples=50,
     browser_repeats=1,
     stalled_seconds=4,
+    recorded_seconds=4,
 )
 
 
@@ -115,6 +118,14 @@ async def measure(
             for name, results in frames.items():
                 for key, values in results.items():
                     samples[key].setdefault(name, []).extend(values)
+        samples["recorded"] = {"bytes": world.recorded_bytes()}
+        if with_browser:
+            from bench.recording import recorded_minutes
+
+            daphne = next(p for p in paths if p.name == "Daphne")
+            samples["recorded"]["mib_per_minute"] = await asyncio.to_thread(
+                recorded_minutes, world, daphne.port, config["recorded_seconds"]
+            )
     finally:
         world.stop()
     return samples
@@ -144,8 +155,21 @@ def summarize(samples: dict) -> dict:
             if reference in per_path and per_path[reference]["median"]:
                 for entry in per_path.values():
                     entry[field] = entry["median"] / per_path[reference]["median"]
+        recorded, unrecorded = per_path.get(RECORDED), per_path.get("Daphne")
+        if recorded and unrecorded and unrecorded["median"]:
+            recorded["vs_unrecorded"] = recorded["median"] / unrecorded["median"]
         summary[key] = per_path
     return summary
+
+
+def recording_cost(summary: dict) -> str:
+    """What recording costs on the relay path: the recorded path against Daphne, in one run."""
+    parts = []
+    for key, label in (("bulk_gbit_s", "bulk"), ("msg_rate_1k", "message rate"), ("rtt_p50_ms", "RTT p50")):
+        entry = (summary.get(key) or {}).get(RECORDED)
+        if entry and "vs_unrecorded" in entry:
+            parts.append(f"{label} {entry['vs_unrecorded']:.2f}x")
+    return "recording, the same Daphne to a recorded VM (1.00x: free): " + ", ".join(parts) if parts else ""
 
 
 def table(summary: dict, capped: dict) -> str:
@@ -177,6 +201,8 @@ def table(summary: dict, capped: dict) -> str:
                 ratios.append(f"{entry['vs_stock']:.2f}xstock")
             if "vs_landed" in entry and name == "Daphne":
                 ratios.append(f"{entry['vs_landed']:.2f}xlanded")
+            if "vs_unrecorded" in entry:
+                ratios.append(f"{entry['vs_unrecorded']:.2f}xunrec")
             cells.append(f"{text + ' ' + ' '.join(ratios):>34}")
         lines.append(
             f"{label + ' [' + unit + (', more' if higher else ', less') + ' is better]':40} "
@@ -245,17 +271,27 @@ def main() -> None:
         measure(config, with_browser=not args.no_browser, only_browser=args.browser, baseline=args.baseline)
     )
     capped = samples.pop("capped", {})
+    recorded = samples.pop("recorded", {})
     summary = summarize(samples)
     header = (
         f"console proxy benchmark ({'short' if args.short else 'full'} run, {platform.node()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s); medians (min-max), "
         "ratios to stock websockify (xws) and raw TCP (xraw), Daphne's to the landed version's "
-        "(xlanded); browser pages to the stock page (xstock)"
+        "(xlanded), the recorded path's to Daphne's (xunrec); browser pages to the stock page (xstock)"
     )
     print(header)
     print(table(summary, capped))
+    if cost := recording_cost(summary):
+        print(f"{cost} ({recorded.get('bytes', 0) / 2**20:.0f} MiB recorded)")
+    if per_minute := recorded.get("mib_per_minute"):
+        print(
+            "a recorded minute of the demo guest's console, busy (a listing scrolling), in Chromium: "
+            + ", ".join(f"{protocol} {mib:.2f} MiB" for protocol, mib in per_minute.items())
+        )
     if args.json:
-        document = json.dumps({"config": config, "capped": capped, "figures": summary}, indent=2)
+        document = json.dumps(
+            {"config": config, "capped": capped, "recorded": recorded, "figures": summary}, indent=2
+        )
         if args.json == "-":
             print(document)
         else:

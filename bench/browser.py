@@ -180,7 +180,8 @@ class _StockWebsockify:
             time.sleep(0.02)
 
 
-def _vms(user, host, tag: str) -> dict:
+def _vms(user, host, tag: str, **fields) -> dict:
+    """A SPICE VM and a VNC VM (by default showing the boot menu: a picture at once)."""
     from console.models import VirtualMachine
 
     return {
@@ -189,7 +190,7 @@ def _vms(user, host, tag: str) -> dict:
             owner=user,
             host=host,
             console_mode=mode,
-            boot_menu=True,
+            **{"boot_menu": True, **fields},
         )
         for mode in ("spice", "vnc")
     }

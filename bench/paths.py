@@ -124,6 +124,16 @@ def paths_start(world: World, baseline: str | None = None) -> list[Path]:
             origin=origin,
             cookie=world.cookie,
         ),
+        # The same Daphne, to a VM whose consoles are recorded: what recording costs.
+        Path(
+            "Daphne, recorded",
+            daphne_port,
+            f"/ws/console/{world.recorded['vm_id']}/?token={{token}}",
+            daphne,
+            origin=origin,
+            cookie=world.cookie,
+            target=world.recorded,
+        ),
         Path(
             "uvicorn",
             uvicorn_port,

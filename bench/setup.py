@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def django_env() -> dict:
         "SPICE_PROXY_URL": "",
         "CONSOLE_TICKETS_PER_MINUTE_PER_VM": "0",
         "CONSOLE_TICKETS_PER_MINUTE": "0",
+        # The recorded path's recordings (bench-rec), deleted with the world.
+        "RECORDINGS_DIR": str(tmp / "recordings"),
     }
 
 
@@ -77,6 +80,9 @@ class World:
     cookie: str
     processes: list
     domain_id: int = 0
+    # A second VM on the same console stand-in whose consoles are recorded (console.recording
+    # per-vm): the "Daphne, recorded" path, beside "Daphne" in the same process.
+    recorded: dict = field(default_factory=dict)
     auth_hash: str = ""
     # The console stand-in's VNC password, which the portal holds for the VM as a rotation
     # would have left it: the portal's proxies authenticate with it, clients of the other
@@ -139,6 +145,11 @@ class World:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        shutil.rmtree(self.env["RECORDINGS_DIR"], ignore_errors=True)
+
+    def recorded_bytes(self) -> int:
+        """What the recorded path's recordings hold so far."""
+        return sum(f.stat().st_size for f in Path(self.env["RECORDINGS_DIR"]).rglob("*") if f.is_file())
 
 
 def world_create() -> World:
@@ -176,6 +187,16 @@ def world_create() -> World:
         world.domain_id = pool.submit(hypervisor_for(host).domain_id, vm.name).result()
     world.auth_hash = auth_hash(user)
     world.graphics_password(vm, world.domain_id)
+    # Recorded consoles, as `console.recording per-vm` records them, with a cap no bulk run reaches.
+    from console.globalconfig import RECORDING, RECORDING_MAX_MIB
+
+    config_set(key=RECORDING, value="per-vm", actor="bench")
+    config_set(key=RECORDING_MAX_MIB, value="1048576", actor="bench")
+    recorded = VirtualMachine.objects.create(name="bench-rec", owner=user, host=host, record_console=True)
+    with ThreadPoolExecutor(1) as pool:
+        recorded_domain = pool.submit(hypervisor_for(host).domain_id, recorded.name).result()
+    world.graphics_password(recorded, recorded_domain)
+    world.recorded = {"vm_id": recorded.pk, "port": world.backend_port, "domain_id": recorded_domain}
     world.spawn(
         "backend",
         [sys.executable, "-m", "bench.backend", str(world.backend_port), world.password],

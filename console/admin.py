@@ -23,6 +23,7 @@ from console.models import (
     GlobalConfigChange,
     GlobalConfigValue,
     Host,
+    LiveMigration,
     RecordingPlayback,
     VirtualMachine,
     VmEvent,
@@ -166,6 +167,7 @@ class HostAdmin(admin.ModelAdmin):
             {"fields": ["console_listen_address", "listen_on_all_interfaces", "console_client_address"]},
         ),
         ("SPICE TLS", {"fields": ["spice_ca_cert", "spice_host_subject"], "classes": ["collapse"]}),
+        ("Live migration", {"fields": ["migration_address"]}),
     ]
 
     def get_queryset(self, request: HttpRequest):
@@ -288,3 +290,20 @@ class ConsoleRecordingAdmin(ReadOnlyAdmin):
 @admin.register(RecordingPlayback)
 class RecordingPlaybackAdmin(ReadOnlyAdmin):
     list_display = ["at", "user", "recording", "via"]
+
+
+@admin.register(LiveMigration)
+class LiveMigrationAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "ended_at",
+        "vm",
+        "source",
+        "target",
+        "state",
+        "percent",
+        "requested_by",
+        "error",
+    ]
+    list_filter = ["state"]
+    search_fields = ["vm__name"]

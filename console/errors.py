@@ -95,6 +95,13 @@ class DatabaseUnavailable(Unavailable):
     retry_after = 5
 
 
+class VmMoving(Unavailable):
+    """The VM is being live-migrated: its console opens on the new host in a moment."""
+
+    code = "vm_moving"
+    retry_after = 2
+
+
 DATABASE_DOWN = DatabaseUnavailable(
     "The portal's database does not answer. Consoles already open keep working; try again in a few seconds."
 )
@@ -138,6 +145,7 @@ class End(enum.IntEnum):
     TOKEN_REVOKED = 4026
     CONSOLE_REFUSED = 4027
     DATABASE_DOWN = 4028
+    VM_MOVED = 4029
 
     @property
     def reason(self) -> str:
@@ -154,7 +162,13 @@ class End(enum.IntEnum):
     @property
     def reconnects(self) -> bool:
         """Whether the page reconnects by itself after it (another worker will take it)."""
-        return self in (End.CONNECTION_LOST, End.WORKER_STOPPING, End.PROXY_BUSY, End.DATABASE_DOWN)
+        return self in (
+            End.CONNECTION_LOST,
+            End.WORKER_STOPPING,
+            End.PROXY_BUSY,
+            End.DATABASE_DOWN,
+            End.VM_MOVED,
+        )
 
 
 # code: (what the record keeps, what the page tells the user)
@@ -247,6 +261,10 @@ _ENDS: dict[End, tuple[str, str]] = {
     End.DATABASE_DOWN: (
         "the portal's database does not answer",
         "the portal's database does not answer (consoles already open keep working)",
+    ),
+    End.VM_MOVED: (
+        "the VM moved to another host",
+        "the VM is moving to another host; its console follows",
     ),
 }
 

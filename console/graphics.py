@@ -155,3 +155,9 @@ def graphics_password_for_proxy(
 def graphics_password_forget(*, vm: VirtualMachine) -> None:
     """The VM stopped: its password is gone with its domain."""
     GraphicsSecret.objects.filter(vm=vm).update(password="", valid_until=None, domain_id=None)
+
+
+def graphics_password_moved(*, vm: VirtualMachine, domain_id: int | None) -> None:
+    """The VM moved to another host with its password (live migration carries it): the portal's
+    copy now belongs to the domain there."""
+    GraphicsSecret.objects.filter(vm=vm).update(domain_id=domain_id)

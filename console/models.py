@@ -170,6 +170,13 @@ class Host(models.Model):
         blank=True,
         help_text='The subject of the host\'s SPICE certificate, e.g. "C=US,O=Example,CN=host1".',
     )
+    migration_address = models.GenericIPAddressField(
+        null=True,
+        blank=True,
+        help_text="The host's own address on the network between hosts: VMs live-migrate to "
+        "this host through it (its QEMU listens there, and only there, for the incoming VM). "
+        "Empty: VMs cannot be moved here.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -576,3 +583,43 @@ class RecordingPlayback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} played {self.recording}"
+
+
+class LiveMigration(models.Model):
+    """A running VM moved from one host to another (libvirt live migration), with its progress."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "moving"
+        DONE = "done", "moved"
+        FAILED = "failed", "failed (the VM stayed where it was)"
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="live_migrations")
+    source = models.ForeignKey(Host, null=True, on_delete=models.SET_NULL, related_name="+")
+    target = models.ForeignKey(Host, null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=8, choices=State.choices, default=State.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    data_total = models.BigIntegerField(default=0, help_text="Bytes of the VM's memory to move.")
+    data_remaining = models.BigIntegerField(default=0)
+    downtime_ms = models.IntegerField(
+        null=True, blank=True, help_text="How long the VM was paused at the switch."
+    )
+    elapsed_ms = models.IntegerField(null=True, blank=True, help_text="How long the move took.")
+    error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.vm} from {self.source} to {self.target} ({self.state})"
+
+    @property
+    def percent(self) -> int:
+        if self.state == self.State.DONE:
+            return 100
+        if not self.data_total:
+            return 0
+        return max(0, min(99, round(100 * (self.data_total - self.data_remaining) / self.data_total)))

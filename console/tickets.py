@@ -42,6 +42,7 @@ from console.hypervisor import (
     hypervisor_for,
 )
 from console.hypervisor.ssh import ssh_target
+from console.livemigration import spice_consoles_moving, vm_migration_check
 from console.models import ConsoleProtocol, ConsoleSession, ConsoleTicket, VirtualMachine
 from console.sessions import console_sessions_sweep
 
@@ -140,6 +141,7 @@ def console_ticket_issue(
     """
     if not vm_may_use(user, vm) and not (view_only and vm_shared_with(user, vm)):
         raise PermissionError(f"{user} may not use {vm}")
+    vm_migration_check(vm)
     if seconds is None:
         seconds = settings.CONSOLE_TICKET_SECONDS
     now = timezone.now()
@@ -204,6 +206,7 @@ def serial_ticket_issue(*, user: User, vm: VirtualMachine, origin: str, session_
     libvirt's console stream API, so no port and no password)."""
     if not vm_may_use(user, vm):
         raise PermissionError(f"{user} may not use {vm}")
+    vm_migration_check(vm)
     now = timezone.now()
     _rate_check(user, vm, now)
     hypervisor = hypervisor_for(vm.host)
@@ -312,8 +315,11 @@ def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, End | None]:
     )
     session_users = _session_users(t.session_key for t in tickets if t.session_key)
     now, idle, longest = timezone.now(), config_int(IDLE_TIMEOUT), config_int(MAX_SESSION)
+    moving = spice_consoles_moving({t.vm_id for t in tickets if t.protocol == ConsoleProtocol.SPICE})
     found = {
-        ticket.pk: _right_refusal(ticket, session_users) or _limit_refusal(ticket, now, idle, longest)
+        ticket.pk: _right_refusal(ticket, session_users)
+        or _limit_refusal(ticket, now, idle, longest)
+        or (End.VM_MOVED if ticket.vm_id in moving and ticket.protocol == ConsoleProtocol.SPICE else None)
         for ticket in tickets
     }
     # A ticket deleted under an open console (its VM or user deleted) ends it too.

@@ -23,15 +23,17 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
-from console.errors import ConsoleUnavailable, RateLimited, VmStateConflict, end_table
+from console.errors import ConsoleUnavailable, PortalError, RateLimited, VmStateConflict, end_table
 from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, RECORDING_PLAYBACK, config_int, config_value
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
+from console.livemigration import live_migration_payload, vm_migrate
 from console.models import (
     ConsolePreference,
     ConsoleProtocol,
     ConsoleRecording,
     ConsoleSession,
     ConsoleTicket,
+    Host,
     VirtualMachine,
 )
 from console.origins import client_ip, request_origin
@@ -116,8 +118,43 @@ def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
             "shares": [(share, share.viewer_id in watching) for share in shares],
             "events": vm.events.select_related("user")[:10],
             "vv_fullscreen": preference.vv_fullscreen if preference else False,
+            "move_targets": (
+                Host.objects.exclude(pk=vm.host_id).exclude(migration_address=None)
+                if request.user.is_staff
+                else []
+            ),
+            "migration": vm.live_migrations.select_related("target").first(),
         },
     )
+
+
+@login_required
+@require_POST
+def vm_migrate_view(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
+    """Move the running VM to another host (staff): the move runs on; the page shows it."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    target = Host.objects.filter(pk=request.POST.get("host") or 0).first()
+    if target is None:
+        messages.error(request, "Choose the host to move the VM to.")
+        return redirect(vm)
+    try:
+        vm_migrate(vm=vm, target=target, user=request.user)
+    except PortalError as exc:  # staff only: the hypervisor's words are theirs to read
+        messages.error(request, f"Not moved: {exc}")
+    else:
+        messages.success(request, f"Moving {vm.name} to {target.name}: its consoles follow by themselves.")
+    return redirect(vm)
+
+
+@login_required
+@never_cache
+def vm_migration_state(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
+    """The VM's latest move, for its page: state, percent, memory left to move, where to."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    migration = vm.live_migrations.select_related("source", "target").first()
+    if migration is None:
+        return JsonResponse({"state": None})
+    return JsonResponse(live_migration_payload(migration))
 
 
 ACTIONS = {

@@ -138,6 +138,8 @@ CONSOLE_RECHECK_SECONDS = env_int("CONSOLE_RECHECK_SECONDS", 2)
 # How long a VM's graphics password (which only the portal's proxies know) stays valid; a
 # ticket rotates it when less than its own life remains (console/graphics.py).
 CONSOLE_PASSWORD_SECONDS = env_int("CONSOLE_PASSWORD_SECONDS", 600)
+# A live migration not done by then is aborted (the VM stays where it was).
+MIGRATION_TIMEOUT_SECONDS = env_int("MIGRATION_TIMEOUT_SECONDS", 300)
 # Connections one standalone proxy process (spiceproxy, consoleproxy) relays at once, and how
 # many of them one client address may hold (with those still sending their request).
 PROXY_MAX_CONNECTIONS = env_int("PROXY_MAX_CONNECTIONS", 1000)

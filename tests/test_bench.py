@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
 
-PATHS = {"raw TCP", "websockify", "consoleproxy", "Daphne", "uvicorn"}
+PATHS = {"raw TCP", "websockify", "consoleproxy", "Daphne", "Daphne, recorded", "uvicorn"}
 PROXIES = PATHS - {"raw TCP"}
 
 
@@ -51,6 +51,11 @@ def test_short_benchmark_runs(tmp_path):
         assert set(figures[key]) == {"Daphne", "uvicorn", "stock page via websockify"}
         assert "xstock" in result.stdout  # printed as a ratio, not judged
     assert f"{figures['bulk_gbit_s']['Daphne']['vs_websockify']:.2f}xws" in result.stdout
+    assert "xunrec" in result.stdout and "recording, the same Daphne to a recorded VM" in result.stdout
+    recorded = json.loads(out.read_text())["recorded"]
+    assert recorded["bytes"] > 1 << 20  # the recorded path records
+    assert set(recorded["mib_per_minute"]) == {"vnc", "spice", "serial"}
+    assert "a recorded minute of the demo guest's console" in result.stdout
 
 
 def test_short_soak_drops_nothing_and_keeps_memory_flat(tmp_path):

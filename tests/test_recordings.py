@@ -72,6 +72,24 @@ def test_a_worker_killed_mid_write_leaves_a_readable_recording(recordings_dir):
     assert [data for _, _, data in records] == [b"whole"]
 
 
+async def test_on_the_event_loop_records_are_written_within_a_tenth_of_a_second(recordings_dir):
+    import asyncio
+
+    path = recordings_dir / "buffered.rec"
+    recorder = Recorder(opened(path))
+    await asyncio.sleep(0.15)
+    start = path.stat().st_size
+    recorder.to_client(b"an echo")  # small: buffered, not a write per message
+    assert path.stat().st_size == start
+    await asyncio.sleep(0.15)
+    assert path.stat().st_size == start + 9 + len(b"an echo")  # written by the timer
+    recorder.to_client(bytes(300 * 1024))  # large: written at once
+    assert path.stat().st_size == start + 2 * 9 + len(b"an echo") + 300 * 1024
+    recorder.close()
+    _, records = stream_records(path.read_bytes())
+    assert [len(data) for _, _, data in records] == [7, 300 * 1024]
+
+
 def test_the_size_cap_and_a_full_disk_end_the_recording_not_the_console(recordings_dir):
     recorder = Recorder(opened(recordings_dir / "capped.rec", max_bytes=200))
     for _ in range(20):

@@ -92,6 +92,20 @@ def test_no_ticket_for_a_running_vm_without_a_graphics_console(test_node, user):
     assert not ConsoleTicket.objects.exists()
 
 
+def test_no_ticket_while_the_vm_moves_a_503_the_pages_retry(client, test_node, user):
+    from console.models import LiveMigration
+
+    running, _ = test_node
+    target = Host.objects.create(name="hv9", uri="test:///default")
+    LiveMigration.objects.create(vm=running, source=running.host, target=target)
+    client.force_login(user)
+    for path in (f"/vms/{running.pk}/console/ticket/", f"/vms/{running.pk}/serial/ticket/"):
+        response = client.post(path, HTTP_ACCEPT="application/json")
+        assert response.status_code == 503 and response["Retry-After"] == "2", path
+        assert "is moving to hv9; its console opens there in a moment" in response.json()["error"]
+    assert not ConsoleTicket.objects.exists()
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_no_ticket_for_someone_elses_vm(test_node, other_user, which):
     with pytest.raises(PermissionError):

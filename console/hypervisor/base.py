@@ -70,6 +70,11 @@ class NoSerialConsole(HypervisorError):
     """The domain has no serial console to open."""
 
 
+class MigrationFailed(HypervisorError):
+    """A live migration did not complete (refused, failed or timed out): the domain runs where
+    it was."""
+
+
 class SerialStream(Protocol):
     """An open serial console. Its output goes to the callback given to `open_serial`."""
 
@@ -125,6 +130,22 @@ class Hypervisor(Protocol):
 
     def screenshot(self, name: str) -> bytes:
         """The running domain's screen as an image (PNG or PPM), taken without its console."""
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        to: Hypervisor,
+        address: str,
+        timeout: float,
+        progress: Callable[[int, int], None],
+    ) -> dict[str, int]:
+        """Live-migrate the running domain to the hypervisor `to`, whose QEMU listens for it on
+        `address` only; `progress(total, remaining)` gets the memory still to move as it goes.
+        The domain is defined there and no longer here once it returns, with what the move took
+        (data_total bytes, downtime_ms, time_elapsed_ms); MigrationFailed (the domain running
+        here, as before) when it did not complete within `timeout` seconds or either side
+        refused."""
 
     def open_serial(
         self, name: str, *, on_output: Callable[[bytes | None], None], force: bool = False

@@ -37,6 +37,7 @@ from console.errors import End, Refused
 from console.globalconfig import CLIPBOARD, config_value
 from console.graphics import graphics_password_for_proxy, graphics_password_get
 from console.hypervisor import HypervisorError
+from console.livemigration import vm_moving_to
 from console.metrics import CLIPBOARD_BLOCKED, FIRST_BYTE, REFUSALS
 from console.models import ConsoleProtocol
 from console.proxy.base import Client, ClientSide, Console, Opener
@@ -111,8 +112,8 @@ class RecordingClient:
         return await self._client.receive()
 
     async def send(self, data: bytes) -> None:
-        self.recorder.to_client(data)
         await self._client.send(data)
+        self.recorder.to_client(data)  # after: never on the way to the client
 
     async def opened(self) -> None:
         await self._client.opened()
@@ -292,6 +293,9 @@ class Gate:
         self.console_ended = True
         if self.ended is not None:
             end, self.end_reason = self.ended[0], self.ended[0].reason
+        elif (moving_to := await database_sync_to_async(vm_moving_to)(self.ticket.vm_id)) is not None:
+            # Live migration: the source closed the console; the page reconnects to the new host.
+            end, self.end_reason = End.VM_MOVED, f"the VM moved to {moving_to}"
         else:
             end, self.end_reason = await self.opener.why_ended(reason)
         with contextlib.suppress(Exception):

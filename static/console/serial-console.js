@@ -120,9 +120,14 @@ async function closed(code, reason) {
   if (RECONNECT_CODES.has(code) && attempts < 8) {
     attempts += 1;
     setStatus("connecting", `Disconnected: ${why}. Reconnecting (attempt ${attempts})…`);
-    await new Promise((resolve) => setTimeout(resolve, Math.min(4000, 250 * 2 ** (attempts - 1))));
+    await backOff();
     await reconnect();
   }
+}
+
+/** 0.25 s doubling up to 4 s, by the attempts made so far. */
+function backOff() {
+  return new Promise((resolve) => setTimeout(resolve, Math.min(4000, 250 * 2 ** (attempts - 1))));
 }
 
 async function reconnect(options = {}) {
@@ -135,6 +140,14 @@ async function reconnect(options = {}) {
   try {
     connect(await freshTicket(), options);
   } catch (error) {
+    // A portal that answers "in a moment" (the VM moving, a worker restarting): try again.
+    if (error.retryable && attempts < 8) {
+      attempts += 1;
+      setStatus("connecting", `${error.message} Trying again (attempt ${attempts})…`);
+      await backOff();
+      await reconnect(options);
+      return;
+    }
     setStatus("disconnected", `Cannot connect: ${error.message}`);
   }
 }

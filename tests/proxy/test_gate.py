@@ -65,6 +65,30 @@ async def test_console_closing_ends_the_session(user, vms):
     assert {t for t in asyncio.all_tasks() if not t.done()} == {asyncio.current_task()}
 
 
+async def test_a_console_whose_vm_moves_ends_moved_and_the_page_reconnects(user, vms):
+    """Live migration: the source's QEMU closes the console as the VM leaves it; the page is told
+    the VM moved (a code it reconnects after, with a fresh ticket, to the new host)."""
+    from console.errors import End
+    from console.models import Host, LiveMigration
+
+    async with EchoServer() as echo:
+        token = await database_sync_to_async(make_ticket)(user, vms[0], echo.port)
+        comm = await communicator(vms[0].id, token, user)
+        await comm.connect()
+        await rfb_handshake(comm)
+        target = await database_sync_to_async(Host.objects.create)(name="hv9", uri="test:///default")
+        await database_sync_to_async(LiveMigration.objects.create)(
+            vm=vms[0], source_id=vms[0].host_id, target=target
+        )
+        echo.writers[0].close()  # the VM left this host
+        closed = await comm.receive_output()
+        assert closed["code"] == End.VM_MOVED == 4029 and End.VM_MOVED.reconnects
+        assert closed["reason"] == "the VM moved to hv9"
+        await comm.disconnect(code=4029)
+        session = await database_sync_to_async(ConsoleSession.objects.get)()
+        assert session.end_reason == "the VM moved to hv9"  # one session moving, not an error
+
+
 async def guard_round() -> None:
     """One round of the guard's checks, now (the periodic one is set far off in these tests)."""
     from console.proxy.guard import session_guard
