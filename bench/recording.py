@@ -32,7 +32,7 @@ def _busy(vm, where: str) -> None:  # noqa: ANN001 - a VirtualMachine
         stream = opened.result()
     try:
         deadline = time.monotonic() + 90
-        while b"guest:" not in output:
+        while b"guest:~# " not in output:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{vm.name} never gave a shell prompt: {bytes(output[-300:])!r}")
             stream.write(b"\r")
@@ -54,7 +54,17 @@ def recorded_minutes(world: World, port: int, seconds: float) -> dict[str, float
     host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
     user = VirtualMachine.objects.get(pk=world.vm_id).owner
     # Booted to the shell (no boot menu), their consoles recorded.
-    vms = _vms(user, host, "rec-", boot_menu=False, record_console=True)
+    vms = _vms(
+        user,
+        host,
+        "rec-",
+        boot_menu=False,
+        record_console=True,
+        memory_mib=192,
+        kernel=f"{settings.GUEST_DIR}/vmlinuz",
+        initrd=f"{settings.GUEST_DIR}/initrd.img",
+        kernel_cmdline="console=tty0 console=ttyS0",
+    )
     runs = [("vnc", vms["vnc"], "console", "screen"), ("spice", vms["spice"], "console", "screen")]
     runs.append(("serial", vms["vnc"], "serial", "serial"))
     results: dict[str, float] = {}
