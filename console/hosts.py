@@ -22,8 +22,11 @@ RECENT_SECONDS = 10.0  # how old a check anonymous callers (/readyz, metrics) ma
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="host-check")
 _lock = threading.Lock()
 # By host and URI: a host whose URI changed (or a row re-created with the same id) is another.
-_recent: dict[tuple[int, str], tuple[float, HostHealth]] = {}
-_inflight: dict[tuple[int, str], Future[str]] = {}
+# Keyed by what the check connects with: a check of a host's old settings (before its host key
+# was recorded, say) is never the answer for its new ones.
+_Key = tuple[int, str, str, str]
+_recent: dict[_Key, tuple[float, HostHealth]] = {}
+_inflight: dict[_Key, Future[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class HostHealth:
     text: str  # "libvirt 9.0.0" or why not
 
 
-def _finished(key: tuple[int, str], future: Future[str]) -> None:
+def _finished(key: _Key, future: Future[str]) -> None:
     try:
         health = HostHealth(True, future.result())
     except HypervisorError as exc:
@@ -51,10 +54,10 @@ def host_checks(hosts: list[Host], *, max_age: float = 0.0) -> dict[int, HostHea
     now = time.monotonic()
     results: dict[int, HostHealth] = {}
     waiting: dict[int, tuple[Host, Future[str]]] = {}
-    started: list[tuple[tuple[int, str], Future[str]]] = []
+    started: list[tuple[_Key, Future[str]]] = []
     with _lock:
         for host in hosts:
-            key = (host.pk, host.uri)
+            key = (host.pk, host.uri, host.ssh_key_file, host.ssh_host_key.strip())
             seen = _recent.get(key)
             if seen is not None and now - seen[0] < max_age:
                 results[host.pk] = seen[1]
