@@ -73,8 +73,9 @@ def websocket_admit(*, scope: Scope, kind: str) -> ConsoleTicket:
 
 class WebSocketClient:
     """One console WebSocket as the gate's client. `reason_frames`: a text frame
-    `{"reason": ...}` goes before the close (Daphne drops close reasons; the serial page shows
-    them, and they may name the user holding the console)."""
+    `{"reason": ..., "code": ...}` goes before the close (Daphne drops close reasons; the serial
+    page shows them, and they may name the user holding the console; and a close handshake that
+    does not finish reaches the page as 1006, so the code goes with the reason)."""
 
     via: str = ConsoleSession.Via.CHANNELS
 
@@ -118,7 +119,7 @@ class WebSocketClient:
             return
         self.closed = True
         if self.reason_frames:
-            await self.send_text(json.dumps({"reason": reason}))
+            await self.send_text(json.dumps({"reason": reason, "code": int(end)}))
         short = reason.encode()[:CLOSE_REASON_MAX].decode(errors="ignore")
         await self._send({"type": "websocket.close", "code": int(end), "reason": short})
 

@@ -95,11 +95,13 @@ function connect(ticket, { takeover = false } = {}) {
     );
   });
   let reason = "";
+  let endCode = null;
   current.addEventListener("message", (event) => {
     if (typeof event.data === "string") {
       // Why the portal is about to close the socket, in words (a close frame's reason is
-      // dropped by some servers).
-      reason = JSON.parse(event.data).reason || "";
+      // dropped by some servers), and its close code (a close handshake that does not finish
+      // reaches the page as 1006).
+      ({ reason = "", code: endCode = null } = JSON.parse(event.data));
       return;
     }
     const bytes = new Uint8Array(event.data);
@@ -107,7 +109,7 @@ function connect(ticket, { takeover = false } = {}) {
     terminal.write(bytes);
   });
   current.addEventListener("close", (event) => {
-    if (current === socket) closed(event.code, event.reason || reason);
+    if (current === socket) closed(endCode ?? event.code, event.reason || reason);
   });
 }
 
