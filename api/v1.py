@@ -35,6 +35,7 @@ from console.globalconfig import (
 from console.hosts import host_checks
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.livemigration import live_migration_payload, vm_migrate
+from console.maintenance import host_maintenance_enter, host_maintenance_leave, host_maintenance_payload
 from console.models import (
     ConsoleRecording,
     ConsoleSession,
@@ -539,9 +540,81 @@ class HostOut(Schema):
     up: bool
     health: str = Field(description="libvirt's version, or why the host does not answer.")
     vm_count: int
+    maintenance: bool = Field(description="In maintenance: no VM starts or moves there.")
+
+
+class MaintenanceIn(Schema):
+    wait: bool = Field(False, description="Answer once every running VM was tried, not at once.")
+
+
+class MaintenanceEntry(Schema):
+    vm: str
+    moved_to: str | None = None
+    stayed: str | None = Field(None, description="Why the VM could not move.")
+
+
+class MaintenanceOut(Schema):
+    id: int
+    host: str
+    state: str = Field(description="emptying, empty, incomplete (some VMs stayed) or ended.")
+    in_maintenance: bool
+    started_at: datetime
+    emptied_at: datetime | None
+    ended_at: datetime | None
+    summary: list[MaintenanceEntry] = Field(description="Each running VM: where it moved, or why it stayed.")
 
 
 hosts = Router(tags=["Hosts (staff)"])
+
+
+def _host(request: AuthenticatedRequest, host_id: int) -> Host:
+    _staff(request)
+    host = Host.objects.filter(pk=host_id).first()
+    if host is None:
+        raise Http404("No such host.")
+    return host
+
+
+@hosts.post(
+    "/{int:host_id}/maintenance/",
+    response={202: MaintenanceOut, 200: MaintenanceOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    url_name="host-maintenance-enter",
+)
+def host_maintenance_enter_api(request: AuthenticatedRequest, host_id: int, body: MaintenanceIn):
+    """Put the host in maintenance: no VM starts or moves there, and its running VMs live-migrate,
+    one at a time, to the least loaded other host that answers (202; `GET` follows). Again once
+    emptying ended: retries what stayed."""
+    host = _host(request, host_id)
+    maintenance = host_maintenance_enter(host=host, user=request.user, wait=body.wait)
+    return (200 if body.wait else 202), host_maintenance_payload(maintenance)
+
+
+@hosts.delete(
+    "/{int:host_id}/maintenance/",
+    response={200: MaintenanceOut, 403: ErrorOut, 404: ErrorOut},
+    url_name="host-maintenance-leave",
+)
+def host_maintenance_leave_api(request: AuthenticatedRequest, host_id: int):
+    """End the host's maintenance: VMs start and move there again."""
+    host = _host(request, host_id)
+    ended = host_maintenance_leave(host=host, user=request.user)
+    if ended is None:
+        raise Http404(f"{host.name} is not in maintenance.")
+    return host_maintenance_payload(ended)
+
+
+@hosts.get(
+    "/{int:host_id}/maintenance/",
+    response={200: MaintenanceOut, 403: ErrorOut, 404: ErrorOut},
+    url_name="host-maintenance",
+)
+def host_maintenance_api(request: AuthenticatedRequest, host_id: int):
+    """The host's latest maintenance: what moved where, what stayed and why."""
+    host = _host(request, host_id)
+    latest = host.maintenances.first()
+    if latest is None:
+        raise Http404(f"{host.name} was never in maintenance.")
+    return host_maintenance_payload(latest)
 
 
 @hosts.get("/", response={200: list[HostOut], 403: ErrorOut}, url_name="host-list")
@@ -562,6 +635,7 @@ def host_list(request: AuthenticatedRequest):
             "up": health[h.id].ok,
             "health": health[h.id].text,
             "vm_count": counts.get(h.id, 0),
+            "maintenance": h.maintenance,
         }
         for h in rows
     ]

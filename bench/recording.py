@@ -49,7 +49,7 @@ def recorded_minutes(world: World, port: int, seconds: float) -> dict[str, float
     from playwright.sync_api import sync_playwright
 
     from console.models import ConsoleRecording, Host, VirtualMachine
-    from console.vms import vm_start
+    from console.vms import demo_guest_boot, vm_start
 
     host, _ = Host.objects.get_or_create(uri=settings.LIBVIRT_URI, defaults={"name": "local"})
     user = VirtualMachine.objects.get(pk=world.vm_id).owner
@@ -60,10 +60,7 @@ def recorded_minutes(world: World, port: int, seconds: float) -> dict[str, float
         "rec-",
         boot_menu=False,
         record_console=True,
-        memory_mib=192,
-        kernel=f"{settings.GUEST_DIR}/vmlinuz",
-        initrd=f"{settings.GUEST_DIR}/initrd.img",
-        kernel_cmdline="console=tty0 console=ttyS0",
+        **demo_guest_boot(),
     )
     runs = [("vnc", vms["vnc"], "console", "screen"), ("spice", vms["spice"], "console", "screen")]
     runs.append(("serial", vms["vnc"], "serial", "serial"))

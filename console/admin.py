@@ -12,10 +12,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from console.auth import User
+from console.errors import PortalError
 from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
 from console.hosts import host_check, host_checks, host_health, host_key_advice
 from console.hypervisor import HypervisorError
 from console.hypervisor.ssh import ssh_target
+from console.livemigration import vm_migrate
+from console.maintenance import NO_TARGET, host_maintenance_enter, host_maintenance_leave, least_loaded_host
 from console.models import (
     ConsoleRecording,
     ConsoleSession,
@@ -23,6 +26,7 @@ from console.models import (
     GlobalConfigChange,
     GlobalConfigValue,
     Host,
+    HostMaintenance,
     LiveMigration,
     RecordingPlayback,
     VirtualMachine,
@@ -158,7 +162,8 @@ class GlobalConfigChangeAdmin(ReadOnlyAdmin):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "uri", "health", "vm_count", "console_listen_address"]
+    list_display = ["name", "uri", "health", "vm_count", "maintenance", "console_listen_address"]
+    actions = ["maintenance_enter", "maintenance_leave"]
     fieldsets = [
         (None, {"fields": ["name", "uri"]}),
         ("SSH (qemu+ssh:// hosts)", {"fields": ["ssh_key_file", "ssh_host_key"]}),
@@ -168,7 +173,29 @@ class HostAdmin(admin.ModelAdmin):
         ),
         ("SPICE TLS", {"fields": ["spice_ca_cert", "spice_host_subject"], "classes": ["collapse"]}),
         ("Live migration", {"fields": ["migration_address"]}),
+        ("Maintenance", {"fields": ["maintenance"]}),
     ]
+    readonly_fields = ["maintenance"]  # the actions set it: entering moves the VMs away
+
+    @admin.action(description="Enter maintenance: no VM starts here; move its running VMs away")
+    def maintenance_enter(self, request: HttpRequest, queryset: QuerySet):
+        for host in queryset:
+            try:
+                host_maintenance_enter(host=host, user=_admin_user(request))
+            except PortalError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{host.name} is in maintenance; its running VMs are moving to other hosts, one at "
+                "a time. Host maintenances shows what moved and what stayed.",
+            )
+
+    @admin.action(description="Leave maintenance: VMs start and move here again")
+    def maintenance_leave(self, request: HttpRequest, queryset: QuerySet):
+        for host in queryset:
+            host_maintenance_leave(host=host, user=_admin_user(request))
+            self.message_user(request, f"{host.name} takes VMs again.")
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(vms=Count("virtualmachine"))
@@ -203,7 +230,21 @@ class VirtualMachineAdmin(admin.ModelAdmin):
     list_filter = ["host", "console_mode"]
     search_fields = ["name", "owner__username"]
     readonly_fields = ["uuid", "started_mode", "created_at"]
-    actions = ["end_console_sessions"]
+    actions = ["end_console_sessions", "move_away"]
+
+    @admin.action(description="Move the selected running VMs to the least loaded other host")
+    def move_away(self, request: HttpRequest, queryset: QuerySet):
+        for vm in queryset.select_related("host"):
+            target = least_loaded_host(excluding=vm.host)
+            if target is None:
+                self.message_user(request, f"{vm.name} stays: {NO_TARGET}.", messages.ERROR)
+                continue
+            try:
+                vm_migrate(vm=vm, target=target, user=_admin_user(request))
+            except PortalError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                continue
+            self.message_user(request, f"{vm.name} is moving to {target.name}; its page shows how far.")
 
     @admin.action(description="End the selected VMs' open console sessions")
     def end_console_sessions(self, request: HttpRequest, queryset: QuerySet):
@@ -307,3 +348,18 @@ class LiveMigrationAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["state"]
     search_fields = ["vm__name"]
+
+
+@admin.register(HostMaintenance)
+class HostMaintenanceAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "host", "state", "moved", "stayed", "emptied_at", "ended_at"]
+    list_filter = ["state", "host"]
+    list_select_related = ["host", "requested_by"]
+
+    @admin.display(description="moved")
+    def moved(self, obj: HostMaintenance):
+        return ", ".join(f"{e['vm']} → {e['moved_to']}" for e in obj.summary if "moved_to" in e) or "—"
+
+    @admin.display(description="stayed (why)")
+    def stayed(self, obj: HostMaintenance):
+        return "; ".join(f"{e['vm']}: {e['stayed']}" for e in obj.summary if "stayed" in e) or "—"

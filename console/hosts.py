@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import asyncssh
 
+from console.errors import VmStateConflict
 from console.hypervisor import HypervisorError, hypervisor_for
 from console.hypervisor.ssh import public_key_fingerprint, ssh_target
 from console.models import Host
@@ -27,6 +28,15 @@ _lock = threading.Lock()
 _Key = tuple[int, str, str, str]
 _recent: dict[_Key, tuple[float, HostHealth]] = {}
 _inflight: dict[_Key, Future[str]] = {}
+
+
+def host_takes_vms_check(host: Host) -> None:
+    """VmStateConflict when `host` is in maintenance: no VM starts or moves there."""
+    if host.maintenance:
+        raise VmStateConflict(
+            f"{host.name} is in maintenance: no VM starts or moves there until staff end it "
+            "(admin, Hosts). Ask them to move the VM to another host, or try again later."
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from console.errors import Invalid, StaffOnly, VmMoving
 from console.graphics import graphics_password_moved
+from console.hosts import host_takes_vms_check
 from console.hypervisor import HypervisorError, hypervisor_for
 from console.hypervisor.base import ACTIVE_STATES
 from console.models import ConsoleProtocol, ConsoleSession, Host, LiveMigration, VirtualMachine, VmEvent
@@ -57,6 +59,7 @@ def vm_migrate(
         raise StaffOnly("Only staff move VMs between hosts.")
     if target.pk == vm.host_id:
         raise Invalid(f"{vm.name} already runs on {target.name}.", field="host")
+    host_takes_vms_check(target)
     if not target.migration_address:
         raise Invalid(
             f"{target.name} has no migration address: set it in admin (Hosts) to move VMs there.",
@@ -72,19 +75,29 @@ def vm_migrate(
     if in_process:
         live_migration_run(migration.pk)
     else:
-        mover = subprocess.Popen(  # noqa: S603 - our own command, an integer argument
-            [sys.executable, "manage.py", "livemigrate", str(migration.pk)],
-            cwd=settings.BASE_DIR,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        waiter = threading.Thread(target=_settle_after, args=(mover, migration.pk), name=f"migrate-{vm.name}")
-        waiter.daemon = True
-        waiter.start()
+        waiter = command_in_background("livemigrate", migration.pk, settle=_settle_after)
         if wait:
             waiter.join(settings.MIGRATION_TIMEOUT_SECONDS + 60)
     migration.refresh_from_db()
     return migration
+
+
+def command_in_background(
+    command: str, record_id: int, *, settle: Callable[[subprocess.Popen, int], None]
+) -> threading.Thread:
+    """Run `manage.py command record_id` in a process of its own (its own session: a worker's
+    restart does not stop it); `settle(process, record_id)` runs in the returned thread once it
+    ends."""
+    process = subprocess.Popen(  # noqa: S603 - our own command, an integer argument
+        [sys.executable, "manage.py", command, str(record_id)],
+        cwd=settings.BASE_DIR,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    waiter = threading.Thread(target=settle, args=(process, record_id), name=f"{command}-{record_id}")
+    waiter.daemon = True
+    waiter.start()
+    return waiter
 
 
 def live_migration_run(migration_id: int) -> None:

@@ -177,6 +177,11 @@ class Host(models.Model):
         "this host through it (its QEMU listens there, and only there, for the incoming VM). "
         "Empty: VMs cannot be moved here.",
     )
+    maintenance = models.BooleanField(
+        default=False,
+        help_text="In maintenance: no VM starts or moves here. Set by the admin action, which "
+        "also moves the host's running VMs away.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -623,3 +628,32 @@ class LiveMigration(models.Model):
         if not self.data_total:
             return 0
         return max(0, min(99, round(100 * (self.data_total - self.data_remaining) / self.data_total)))
+
+
+class HostMaintenance(models.Model):
+    """A host put in maintenance: its running VMs moved away one at a time, with what moved
+    where and what stayed (and why) in `summary`, until staff end it."""
+
+    class State(models.TextChoices):
+        EMPTYING = "emptying", "moving its VMs away"
+        EMPTY = "empty", "empty"
+        INCOMPLETE = "incomplete", "some VMs could not move"
+        ENDED = "ended", "ended"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="maintenances")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.EMPTYING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    emptied_at = models.DateTimeField(null=True, blank=True, help_text="When the last VM was tried.")
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="When the host took VMs again.")
+    summary = models.JSONField(
+        default=list, blank=True, help_text='One entry per VM: {"vm", "moved_to"} or {"vm", "stayed"}.'
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.host} maintenance ({self.state})"

@@ -119,7 +119,7 @@ def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
             "events": vm.events.select_related("user")[:10],
             "vv_fullscreen": preference.vv_fullscreen if preference else False,
             "move_targets": (
-                Host.objects.exclude(pk=vm.host_id).exclude(migration_address=None)
+                Host.objects.exclude(pk=vm.host_id).exclude(migration_address=None).filter(maintenance=False)
                 if request.user.is_staff
                 else []
             ),

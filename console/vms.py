@@ -13,6 +13,7 @@ from django.db import transaction
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
 from console.errors import VmStateConflict
 from console.globalconfig import CLIPBOARD, CONSOLE_MODE, config_value
+from console.hosts import host_takes_vms_check
 from console.hypervisor import (
     ACTIVE_STATES,
     MISSING,
@@ -108,6 +109,17 @@ def vm_start(*, vm: VirtualMachine, user: User) -> str:
     return _start(vm, user, "start")
 
 
+def demo_guest_boot() -> dict[str, object]:
+    """The VM fields that boot the demo guest (bin/build-guest: a shell on the screen and the
+    serial console): the demo VM's, and the tests' and bench's guests'."""
+    return {
+        "memory_mib": 192,
+        "kernel": f"{settings.GUEST_DIR}/vmlinuz",
+        "initrd": f"{settings.GUEST_DIR}/initrd.img",
+        "kernel_cmdline": "console=tty0 console=ttyS0",
+    }
+
+
 def serial_log_path(vm: VirtualMachine) -> str:
     """Where the VM's host keeps its serial log (virtlogd; the name is a validated libvirt name)."""
     return f"{settings.SERIAL_LOG_DIR}/{vm.name}-serial0.log"
@@ -120,6 +132,7 @@ def vm_serial_log(*, vm: VirtualMachine, max_bytes: int) -> bytes:
 
 
 def _start(vm: VirtualMachine, user: User, action: str) -> str:
+    host_takes_vms_check(vm.host)
     mode = vm.effective_console_mode(config_value(CONSOLE_MODE))
     xml = domain_xml_build(
         vm,
@@ -167,6 +180,7 @@ def vm_reboot(*, vm: VirtualMachine, user: User) -> str:
     A guest-initiated reboot keeps the QEMU process and so its console protocol; only a new
     process picks up a new one, hence the power cycle.
     """
+    host_takes_vms_check(vm.host)  # before the power-off: it could not start again there
     hypervisor = hypervisor_for(vm.host)
     if hypervisor.state(vm.name) not in ACTIVE_STATES:
         raise VmActionRefused(f"{vm.name} is not running; start it instead.")

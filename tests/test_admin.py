@@ -84,3 +84,17 @@ def test_reset_needs_the_change_permission(client, django_user_model):
     response = client.post(url, {"action": "reset_to_default", "_selected_action": [_row().pk]})
     assert config_value(CONSOLE_MODE) == "spice"  # and not carried out when posted anyway
     assert response.status_code in (200, 302)
+
+
+def test_host_maintenances_list_what_moved_and_what_stayed(client, staff_user):
+    from console.models import Host, HostMaintenance
+
+    host = Host.objects.create(name="fake", uri="test:///default")
+    HostMaintenance.objects.create(
+        host=host,
+        state=HostMaintenance.State.INCOMPLETE,
+        summary=[{"vm": "vm-a", "moved_to": "hv2"}, {"vm": "vm-<b>", "stayed": "no other host takes it"}],
+    )
+    client.force_login(staff_user)
+    page = client.get(reverse("admin:console_hostmaintenance_changelist")).content.decode()
+    assert "vm-a → hv2" in page and "vm-&lt;b&gt;: no other host takes it" in page

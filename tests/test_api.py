@@ -152,6 +152,23 @@ def test_hosts_are_staff_only(clients, vm):
     fake = hosts["fake"]
     assert (fake["id"], fake["uri"], fake["up"], fake["vm_count"]) == (vm.host.id, TEST_NODE_URI, True, 1)
     assert fake["health"].startswith("libvirt ")
+    assert fake["maintenance"] is False
+
+
+def test_host_maintenance_through_the_api(clients, vm, staff):
+    from console.maintenance import host_maintenance_enter
+
+    url = f"/api/v1/hosts/{vm.host.id}/maintenance/"
+    for method in ("get", "post", "delete"):
+        assert getattr(clients["owner"], method)(url, content_type="application/json").status_code == 403
+    assert clients["staff"].get(url).status_code == 404  # never in maintenance
+    host_maintenance_enter(host=vm.host, user=staff, in_process=True)  # the API runs it in a process
+    state = clients["staff"].get(url).json()
+    assert state["in_maintenance"] and state["state"] in ("empty", "incomplete")
+    assert clients["staff"].get("/api/v1/hosts/").json()["items"][0]["maintenance"] is True
+    left = clients["staff"].delete(url).json()
+    assert not left["in_maintenance"] and left["ended_at"]
+    assert clients["staff"].get("/api/v1/hosts/").json()["items"][0]["maintenance"] is False
 
 
 def test_global_configuration_through_the_registry(clients, staff):

@@ -125,15 +125,10 @@ def test_live_xml_keeps_the_desktop_devices_and_the_serial_console(make_vm, user
     """QEMU started with every device the builder asked for: libvirt's live XML has them."""
     import xml.etree.ElementTree as ET
 
-    from django.conf import settings
+    from console.vms import demo_guest_boot
 
     config_set(key=CONSOLE_MODE, value=mode, actor="test")
-    vm = make_vm(
-        memory_mib=192,
-        kernel=f"{settings.GUEST_DIR}/vmlinuz",
-        initrd=f"{settings.GUEST_DIR}/initrd.img",
-        kernel_cmdline="console=tty0 console=ttyS0",
-    )
+    vm = make_vm(**demo_guest_boot())
     vm_start(vm=vm, user=user)
     devices = ET.fromstring(hypervisor_for(vm.host.uri).xml(vm.name)).find("devices")
     assert devices.find("serial").get("type") == "pty" and devices.find("serial/source").get("path")

@@ -13,7 +13,7 @@ from console.errors import Invalid, StaffOnly
 from console.hypervisor import hypervisor_for
 from console.livemigration import vm_migrate, vm_moving_to
 from console.models import Host, LiveMigration, VirtualMachine
-from console.vms import vm_start
+from console.vms import demo_guest_boot, vm_start
 from tests.conftest import domain_remove
 
 pytestmark = [pytest.mark.hypervisor, pytest.mark.hv2, pytest.mark.django_db(transaction=True)]
@@ -35,11 +35,8 @@ def guest(request, make_vm, hosts, staff_user):
     """The demo guest running on this host (VNC, SPICE), with a shell on its serial port."""
     vm = make_vm(
         console_mode=request.param,
-        memory_mib=192,
         boot_menu=False,
-        kernel=f"{settings.GUEST_DIR}/vmlinuz",
-        initrd=f"{settings.GUEST_DIR}/initrd.img",
-        kernel_cmdline="console=tty0 console=ttyS0",
+        **demo_guest_boot(),
     )
     vm_start(vm=vm, user=staff_user)
     yield vm

@@ -1,7 +1,8 @@
 """Consoles follow a VM that moves (live migration) in Chromium: the demo guest moves from this
 host to the second one (bin/hv2) and back from its page's "Move" form, with its console open in
 another tab over VNC, over SPICE and on the serial console; after each move the console reconnects
-by itself and a marker typed into it reaches the guest's shell there (read from its serial port)."""
+by itself and a marker typed into it reaches the guest's shell there (read from its serial port).
+Host maintenance, from admin's actions, empties this host the same way."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def hosts(portal, hv2):
         "import contextlib\n"
         "with contextlib.suppress(Exception): hypervisor_for(hv2).destroy(vm.name)\n"
         "with contextlib.suppress(Exception): hypervisor_for(hv2).undefine(vm.name)\n"
-        "V.objects.filter(pk=vm.pk).update(host=Host.objects.get(name='local'))",
+        "V.objects.filter(pk=vm.pk).update(host=Host.objects.get(name='local')); "
+        "Host.objects.update(maintenance=False)",
     )
 
 
@@ -115,3 +117,42 @@ def test_the_serial_console_follows_the_vm_there_and_back(page, browser, portal,
         move(browser, portal, to)
         followed(page, f"moved to {to}")
         run(page, f"echo serial-{to}-$((6*7))", f"serial-{to}-42")
+
+
+def host_action(browser, portal, host: str, action: str) -> str:
+    """As staff in admin: tick `host` in Hosts, run `action`; the message admin answers with."""
+    admin = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    try:
+        login(admin, portal)
+        admin.goto(f"{portal.url}/admin/console/host/")
+        admin.check(f"tr:has(th a:text-is('{host}')) input.action-select")
+        admin.select_option("select[name=action]", action)
+        admin.click("button[name=index]")
+        return admin.inner_text("ul.messagelist")
+    finally:
+        admin.context.close()
+
+
+def test_maintenance_moves_the_vm_away_and_its_serial_console_follows(page, browser, portal, hosts):
+    from tests.e2e.test_serial_console import start_vm
+
+    start_vm(portal)
+    open_serial(page, portal)
+    wait_for_shell(page)
+    page.evaluate(WATCH_STATUS)
+    said = host_action(browser, portal, "local", "maintenance_enter")
+    assert "local is in maintenance" in said.lower()
+    followed(page, "moved to hv2")
+    run(page, "echo maintenance-$((6*7))", "maintenance-42")
+    summary = portal.manage(
+        "shell",
+        "-c",
+        "import time; from console.models import HostMaintenance as M\n"
+        "for _ in range(100):\n"
+        "    m = M.objects.filter(host__name='local').first()\n"
+        "    if m.emptied_at: break\n"
+        "    time.sleep(0.2)\n"
+        "print(m.state, m.summary)",
+    )
+    assert f"empty [{{'vm': '{portal.vm_name}', 'moved_to': 'hv2'}}]" in summary
+    assert "local takes vms again" in host_action(browser, portal, "local", "maintenance_leave").lower()

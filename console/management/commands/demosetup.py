@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
 from console.models import Host, VirtualMachine
+from console.vms import demo_guest_boot
 
 
 class Command(BaseCommand):
@@ -41,11 +42,8 @@ class Command(BaseCommand):
             name=vm_name,
             defaults={
                 "owner": admin,
-                "memory_mib": 192,
+                **demo_guest_boot(),
                 "vcpus": 1,
-                "kernel": f"{settings.GUEST_DIR}/vmlinuz",
-                "initrd": f"{settings.GUEST_DIR}/initrd.img",
-                "kernel_cmdline": "console=tty0 console=ttyS0",
                 "serial_console": True,
                 "description": "A tiny Linux (a Debian kernel and busybox): a root shell on the "
                 "screen and on the serial console.",
