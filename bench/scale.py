@@ -3,6 +3,8 @@
 - A console through an SSH tunnel (to a console stand-in on the second host, bin/hv2) against
   the same console stand-in reached directly, both through the portal's consumer on Daphne:
   set-up (ticket + handshake + first byte), bulk throughput, 64-byte round trip.
+- Live migration to hv2 with a console open in Chromium (VNC, SPICE, serial): the move's time,
+  the guest's downtime and the console's gap (bench/migration.py).
 - One worker and two workers behind HAProxy (bin/cluster, on PostgreSQL and Redis): 1 Mbit/s
   sessions carried with round-trip p99 under 50 ms, and the round trip beside 100 streaming
   sessions; and HAProxy's own round trip (the same worker asked directly and through HAProxy).
@@ -119,7 +121,7 @@ def first_frames_remote(world: World, paths: list[Path], repeats: int) -> dict:
     from django.conf import settings
     from playwright.sync_api import sync_playwright
 
-    from bench.browser import CHROMIUM, CHROMIUM_ARGS, _time_to_first_frame
+    from bench.browser import CHROMIUM, CHROMIUM_ARGS, _consoles_closed, _new_context, _time_to_first_frame
     from console.hypervisor import hypervisor_for
     from console.models import Host, VirtualMachine
     from console.vms import vm_start
@@ -144,12 +146,14 @@ def first_frames_remote(world: World, paths: list[Path], repeats: int) -> dict:
             _in_thread(vm_start, vm=vm, user=vm.owner)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = _new_context(browser, world.cookie)
             for _ in range(repeats):
                 for (where, mode), vm in vms.items():
                     url = f"http://127.0.0.1:{daphne.port}/vms/{vm.id}/console/"
                     results.setdefault(f"ttff_{mode}_{where}_ms", []).append(
-                        _time_to_first_frame(browser, url, world.cookie)
+                        _time_to_first_frame(context, url)
                     )
+                    _consoles_closed(vm)  # QEMU keeps one SPICE client: the next page's must not wait
             browser.close()
     finally:
         for vm in vms.values():
@@ -224,9 +228,13 @@ async def scale(short: bool) -> dict:
         import asyncio
 
         frames = await asyncio.to_thread(first_frames_remote, world, paths, 1 if short else 5)
+        from bench.migration import migration_gaps
+
+        daphne = next(p for p in paths if p.name == "Daphne")
+        moves = await asyncio.to_thread(migration_gaps, world, daphne.port)
         ladder = [5, 10] if short else [100, 200, 400, 700, 1000]
         cluster = await workers(world, [1, 2], ladder, 100 if short else 500)
-        return {"tunnel": tunnel, "frames": frames, "workers": cluster}
+        return {"tunnel": tunnel, "frames": frames, "migration": moves, "workers": cluster}
     finally:
         world.stop()
         from django.db import connections
@@ -255,6 +263,9 @@ def scale_table(result: dict) -> str:
     lines.append("Browser, page -> first frame through the portal on Daphne (median ms):")
     for key, values in result.get("frames", {}).items():
         lines.append(f"  {key:28} {statistics.median(values):8.0f}  ({min(values):.0f}-{max(values):.0f})")
+    from bench.migration import migration_table
+
+    lines.extend(migration_table(result.get("migration", {})))
     lines.append("Workers behind HAProxy (on PostgreSQL and Redis):")
     for name, row in result["workers"].items():
         parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
