@@ -23,6 +23,7 @@ from ninja.security import HttpBearer, django_auth
 from console.access import vm_get_for_user
 from console.apitokens import api_token_find
 from console.auth import AuthenticatedRequest
+from console.automation import vm_keys, vm_screenshot, vm_type
 from console.errors import DATABASE_DOWN, Invalid, PortalError
 from console.globalconfig import (
     CONSOLE_MODE,
@@ -339,6 +340,65 @@ def vm_migration_api(request: AuthenticatedRequest, vm_id: int):
     if migration is None:
         raise Http404("The VM was never moved.")
     return live_migration_payload(migration)
+
+
+class TypeIn(Schema):
+    text: str = Field(description="What to type; a newline presses Enter.", max_length=4096)
+    layout: str | None = Field(
+        None, description="us, uk, de, fr or ch; default: the VM's layout, else your default."
+    )
+
+
+class TypeOut(Schema):
+    typed: int = Field(description="Characters typed.")
+    keystrokes: int
+    layout: str
+
+
+class KeysIn(Schema):
+    keys: list[str] = Field(description='Combinations pressed in turn, e.g. ["ctrl+alt+f2", "enter"].')
+
+
+class KeysOut(Schema):
+    pressed: int
+
+
+@vms.post(
+    "/{int:vm_id}/type/",
+    response={200: TypeOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    url_name="vm-type",
+)
+def vm_type_api(request: AuthenticatedRequest, vm_id: int, body: TypeIn):
+    """Type text into the running VM in its keyboard layout (AltGr and dead keys included),
+    through libvirt without opening its console. A character the layout cannot type refuses the
+    whole text (422, naming it) before any key is pressed. Audited without the text."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    return vm_type(vm=vm, user=request.user, text=body.text, layout=body.layout)
+
+
+@vms.post(
+    "/{int:vm_id}/keys/",
+    response={200: KeysOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    url_name="vm-keys",
+)
+def vm_keys_api(request: AuthenticatedRequest, vm_id: int, body: KeysIn):
+    """Press key combinations on the running VM (ctrl+alt+delete, alt+f2, super+l, enter; keys
+    named by their place on a US keyboard), through libvirt without opening its console."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    return vm_keys(vm=vm, user=request.user, combinations=body.keys)
+
+
+@vms.get(
+    "/{int:vm_id}/screenshot.png",
+    response={200: None, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    url_name="vm-screenshot",
+)
+def vm_screenshot_api(request: AuthenticatedRequest, vm_id: int):
+    """The running VM's screen, full size, as PNG (libvirt's screenshot: no console is opened)."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    response = HttpResponse(vm_screenshot(vm=vm, user=request.user), content_type="image/png")
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 class TicketOut(Schema):

@@ -13,6 +13,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.urls import reverse
 
+from console.keyboard import DEFAULT_LAYOUT, LAYOUT_CHOICES
+
 if TYPE_CHECKING:
     from console.auth import User
     from console.hypervisor.ssh import SshTarget
@@ -278,6 +280,14 @@ class VirtualMachine(models.Model):
         db_default=False,
         help_text="Record this VM's consoles when console.recording is per-vm.",
     )
+    keyboard_layout = models.CharField(
+        max_length=8,
+        choices=LAYOUT_CHOICES,
+        blank=True,
+        default="",
+        help_text="The keyboard layout the guest's OS uses: what 'Type text' and the API's "
+        "type/ press for each character. Empty: each user's default (US if none).",
+    )
     console_mode = models.CharField(
         max_length=8, choices=ConsoleModeChoice.choices, default=ConsoleModeChoice.INHERIT
     )
@@ -475,6 +485,12 @@ class ConsolePreference(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
     vv_fullscreen = models.BooleanField("open virt-viewer fullscreen", default=False)
+    keyboard_layout = models.CharField(
+        max_length=8,
+        choices=LAYOUT_CHOICES,
+        default=DEFAULT_LAYOUT,
+        help_text="The layout typed in for VMs that do not name one.",
+    )
 
     def __str__(self) -> str:
         return f"console preferences of {self.user}"

@@ -23,9 +23,11 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
+from console.automation import vm_layout, vm_type
 from console.errors import ConsoleUnavailable, PortalError, RateLimited, VmStateConflict, end_table
 from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, RECORDING_PLAYBACK, config_int, config_value
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
+from console.keyboard import LAYOUT_CHOICES
 from console.livemigration import live_migration_payload, vm_migrate
 from console.models import (
     ConsolePreference,
@@ -126,6 +128,24 @@ def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
             "migration": vm.live_migrations.select_related("target").first(),
         },
     )
+
+
+@login_required
+@require_POST
+def vm_type_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
+    """The console page's "Type text": typed through libvirt in the chosen keyboard layout
+    (JSON: what was typed, or why nothing was). A layout chosen for a VM that names none
+    becomes the user's default."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    text = request.POST.get("text", "") + ("\n" if request.POST.get("enter") == "1" else "")
+    layout = request.POST.get("layout") or None
+    try:
+        typed = vm_type(vm=vm, user=request.user, text=text, layout=layout)
+    except PortalError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status, headers=exc.headers())
+    if layout and not vm.keyboard_layout:  # the user's default for VMs that name none
+        ConsolePreference.objects.update_or_create(user=request.user, defaults={"keyboard_layout": layout})
+    return JsonResponse(typed)
 
 
 @login_required
@@ -236,6 +256,8 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "vv_fullscreen": preference.vv_fullscreen if preference else False,
         "view_only": view_only,
         "may_operate": not must_watch,
+        "layouts": LAYOUT_CHOICES,
+        "layout": vm_layout(vm, request.user),
         "ends": end_table(),
         "recording": recording_policy(vm),
     }

@@ -129,6 +129,8 @@ CONSOLE_TICKET_MAX_CONNECTIONS = env_int("CONSOLE_TICKET_MAX_CONNECTIONS", 16)
 # (0: no limit); more get HTTP 429 with a time to retry.
 CONSOLE_TICKETS_PER_MINUTE_PER_VM = env_int("CONSOLE_TICKETS_PER_MINUTE_PER_VM", 12)
 CONSOLE_TICKETS_PER_MINUTE = env_int("CONSOLE_TICKETS_PER_MINUTE", 60)
+# Screenshots, key combinations and texts typed through the API (console.automation), per user.
+AUTOMATION_ACTIONS_PER_MINUTE = env_int("AUTOMATION_ACTIONS_PER_MINUTE", 120)
 # Consoles one user may hold at once, idle and length limits: global settings in the registry
 # (console.maxSessionsPerUser, console.idleTimeoutMinutes, console.maxSessionMinutes).
 # How often an open console checks that its user still has the right to it (and records a

@@ -51,7 +51,9 @@ def qemu_keymap(name: str) -> dict[str, set[tuple[int, ...]]]:
         words = line.split()
         if not words or line.startswith(("#", "include", "map")) or len(words) < 2:
             continue
-        modifiers = [m for m in (SHIFT if "shift" in words else None, ALTGR if "altgr" in words else None) if m]
+        modifiers = [
+            m for m in (SHIFT if "shift" in words else None, ALTGR if "altgr" in words else None) if m
+        ]
         keys.setdefault(words[0], set()).add((*modifiers, int(words[1], 16)))
     return keys
 
@@ -82,7 +84,9 @@ def test_german_altgr_and_dead_keys():
 
 
 def test_text_a_layout_cannot_type_is_refused_whole():
-    with pytest.raises(Invalid, match=r"English \(US\) layout \(us\) cannot type 'ü' 'ß' '€'; nothing was typed"):
+    with pytest.raises(
+        Invalid, match=r"English \(US\) layout \(us\) cannot type 'ü' 'ß' '€'; nothing was typed"
+    ):
         text_keystrokes("Grüße €ü", "us")
     with pytest.raises(Invalid, match="cannot type '\\\\x1b'"):
         text_keystrokes("\x1b[A", "de")  # control characters are keys, not text

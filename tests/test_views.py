@@ -238,3 +238,26 @@ def test_the_vm_list_costs_the_same_queries_for_many_vms(client, user):
             assert client.get("/").status_code == 200
         counts.append(len(queries))
     assert len(set(counts)) == 1, counts  # no query per VM
+
+
+def test_type_text_from_the_console_page(client, test_host, user, other_user):
+    """The console page's "Type text" (typed by the portal through libvirt): in the layout the
+    user picks, which becomes their default for VMs that name none; refusals say why; only
+    those who may use the VM; a form post with the CSRF token."""
+    from console.automation import vm_layout
+    from console.models import ConsolePreference
+
+    vm = VirtualMachine.objects.create(name="test", owner=user, host=test_host)  # the test driver's
+    url = reverse("console:vm-type", args=[vm.id])
+    client.force_login(user)
+    typed = client.post(url, {"text": "ça", "layout": "fr", "enter": "1"})
+    assert typed.json() == {"typed": 3, "keystrokes": 3, "layout": "fr"}
+    assert ConsolePreference.objects.get(user=user).keyboard_layout == "fr"
+    assert vm_layout(vm, user) == "fr"  # what the console page's layout menu picks
+    refused = client.post(url, {"text": "ß", "layout": "us"})
+    assert refused.status_code == 422 and "cannot type 'ß'" in refused.json()["error"]
+    client.force_login(other_user)
+    assert client.post(url, {"text": "reboot", "enter": "1"}).status_code == 404
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(url, {"text": "x"}).status_code == 403

@@ -128,6 +128,9 @@ class Hypervisor(Protocol):
         """The last `max_bytes` of a log file libvirt writes on the host (a serial log); b"" if
         there is none yet."""
 
+    def send_keys(self, name: str, strokes: list[tuple[int, ...]], *, hold_ms: int) -> None:
+        """Press each keystroke's keys together (Linux key codes), one keystroke after another."""
+
     def screenshot(self, name: str) -> bytes:
         """The running domain's screen as an image (PNG or PPM), taken without its console."""
 

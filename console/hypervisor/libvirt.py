@@ -303,6 +303,17 @@ class LibvirtHypervisor:
             raise self._error(HypervisorUnavailable, f"reading {path} over SSH failed: {exc}") from None
         return result.stdout
 
+    def send_keys(self, name: str, strokes: list[tuple[int, ...]], *, hold_ms: int) -> None:
+        """Each keystroke is one virDomainSendKey (its keys pressed together, released after
+        `hold_ms`); QEMU queues them in order, so text arrives as typed."""
+
+        def run(conn: libvirt.virConnect) -> None:
+            dom = self._active_domain(conn, name)
+            for stroke in strokes:
+                dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, hold_ms, list(stroke), len(stroke), 0)
+
+        self._call(run, name)
+
     def screenshot(self, name: str) -> bytes:
         """The running domain's screen as QEMU gives it (PNG here), without touching its console."""
 

@@ -1,6 +1,16 @@
 // The serial console: xterm.js (installed at set-up into static/xterm/) on a WebSocket that the
 // portal bridges to the VM's serial port through libvirt. Binary frames both ways.
-import { ENDS, closeReason, freshTicket, idleLimitFrom, markConnected, setStatus, socketUrl } from "./console-page.js";
+import {
+  ENDS,
+  closeReason,
+  freshTicket,
+  idleLimitFrom,
+  markConnected,
+  reconnectDelay,
+  reconnectLimit,
+  setStatus,
+  socketUrl,
+} from "./console-page.js";
 
 import "./style-nonce.js"; // before xterm.js is imported (below)
 
@@ -64,6 +74,7 @@ document.getElementById("download-log").addEventListener("click", async () => {
 const encoder = new TextEncoder();
 let socket = null;
 let attempts = 0;
+let lastEnd = 0; // the close code the page is reconnecting after
 
 function showSize() {
   if (socket && socket.readyState === WebSocket.OPEN) {
@@ -119,17 +130,18 @@ async function closed(code, reason) {
   setStatus("disconnected", `Disconnected: ${why}.`);
   terminal.write(`\r\n\x1b[1;31m[serial console closed: ${why}]\x1b[0m\r\n`);
   if (code === ENDS.codes.SERIAL_BUSY && mayTakeOver) takeOverButton.hidden = false;
-  if (RECONNECT_CODES.has(code) && attempts < 8) {
+  if (RECONNECT_CODES.has(code) && attempts < reconnectLimit(code)) {
     attempts += 1;
+    lastEnd = code;
     setStatus("connecting", `Disconnected: ${why}. Reconnecting (attempt ${attempts})…`);
     await backOff();
     await reconnect();
   }
 }
 
-/** 0.25 s doubling up to 4 s, by the attempts made so far. */
+/** By the attempts made so far since the last close (console-page.js's reconnectDelay). */
 function backOff() {
-  return new Promise((resolve) => setTimeout(resolve, Math.min(4000, 250 * 2 ** (attempts - 1))));
+  return new Promise((resolve) => setTimeout(resolve, reconnectDelay(lastEnd, attempts)));
 }
 
 async function reconnect(options = {}) {
@@ -143,7 +155,7 @@ async function reconnect(options = {}) {
     connect(await freshTicket(), options);
   } catch (error) {
     // A portal that answers "in a moment" (the VM moving, a worker restarting): try again.
-    if (error.retryable && attempts < 8) {
+    if (error.retryable && attempts < reconnectLimit(lastEnd)) {
       attempts += 1;
       setStatus("connecting", `${error.message} Trying again (attempt ${attempts})…`);
       await backOff();

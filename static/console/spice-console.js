@@ -1,7 +1,5 @@
 // The SPICE console: spice-html5 (installed at set-up into static/spice-html5/).
 import * as SpiceHtml5 from "../spice-html5/main.js";
-import { Constants as SpiceConstants } from "../spice-html5/enums.js";
-import * as SpiceMessages from "../spice-html5/spicemsg.js";
 import { connected, consolePage, disconnected, dropEarlySockets, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
@@ -158,16 +156,6 @@ const client = {
   },
   sendCtrlAltDel() {
     if (connection) SpiceHtml5.sendCtrlAltDel(connection);
-  },
-  /** Key presses for "Type text": scancodes on the inputs channel, as spice-html5 sends them. */
-  pressKey(key, down) {
-    const inputs = connection?.inputs;
-    if (!inputs || inputs.state !== "ready") return;
-    const message = new SpiceMessages.SpiceMiniData();
-    const event = down ? new SpiceMessages.SpiceMsgcKeyDown() : new SpiceMessages.SpiceMsgcKeyUp();
-    event.code = down ? key.scancode : 0x80 | key.scancode;
-    message.build_msg(down ? SpiceConstants.SPICE_MSGC_INPUTS_KEY_DOWN : SpiceConstants.SPICE_MSGC_INPUTS_KEY_UP, event);
-    inputs.send_msg(message);
   },
   setScale(on) {
     scaled = on;

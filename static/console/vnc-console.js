@@ -69,11 +69,6 @@ const client = {
   sendCtrlAltDel() {
     if (rfb) rfb.sendCtrlAltDel();
   },
-  /** Key presses for "Type text": noVNC sends QEMU the scancode of `code` (its extended key
-   * events), or the keysym to other servers. */
-  pressKey(key, down) {
-    if (rfb) rfb.sendKey(key.keysym, key.code, down);
-  },
   setScale(on) {
     scaled = on;
     if (rfb) rfb.scaleViewport = on;

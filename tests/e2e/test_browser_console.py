@@ -180,6 +180,49 @@ def test_type_text_types_shifted_characters_exactly(page, portal, mode):
     assert page.input_value("#type-text-input") == ""  # not kept in the page
 
 
+@pytest.fixture
+def german_keyboard(portal):
+    """The demo guest set up for a German keyboard (kbd's de-latin1 keymap, and the VM's layout
+    in the portal); powered off and back to US after."""
+    setting = (
+        "from console.models import VirtualMachine as V; vm = V.objects.get(name='{name}'); "
+        "vm.kernel_cmdline = vm.kernel_cmdline.replace(' keymap=de', '') + '{keymap}'; "
+        "vm.keyboard_layout = '{layout}'; vm.save()"
+    )
+    portal.manage("shell", "-c", setting.format(name=portal.vm_name, keymap=" keymap=de", layout="de"))
+    yield
+    portal.manage("shell", "-c", setting.format(name=portal.vm_name, keymap="", layout=""))
+    portal.manage(
+        "shell",
+        "-c",
+        "from console.hypervisor import hypervisor_for; from console.models import VirtualMachine as V; "
+        f"vm = V.objects.get(name='{portal.vm_name}'); hypervisor_for(vm.host).destroy(vm.name)",
+    )
+
+
+def test_type_text_types_german_with_altgr_and_dead_keys(page, portal, german_keyboard):
+    """Type text in the guest's layout: AltGr (@ | { } [ ] \\), dead keys (é ô) and umlauts reach
+    a guest with a German keyboard byte for byte (read back from its serial port)."""
+    start_vm_in_mode(page, portal, "vnc")
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    assert page.input_value("#type-text-layout") == "de"  # the VM's layout, chosen for the user
+    reader = SerialReader(settings.LIBVIRT_URI, portal.vm_name)
+    try:
+        reader.wait_for_prompt()
+        reader.wait_for(b"guest:~# ")
+        text = f"Grüße-{secrets.token_hex(3)}: é@ß ä|{{[]}}\\ ÄÖÜ ô <>"
+        page.fill("#type-text-input", f"echo '{text}' > /dev/ttyS0")  # and Enter, ticked
+        page.click("#type-text button")
+        reader.wait_for(f"{text}\r\n".encode(), timeout=20)
+        # A character the layout lacks: nothing typed, and the page says which.
+        page.fill("#type-text-input", "Ça")
+        page.click("#type-text button")
+        wait_until(page, "document.querySelector('#status').textContent.includes(\"cannot type 'Ç'\")")
+    finally:
+        reader.close()
+
+
 def test_the_spice_page_opens_the_playback_channel_and_reports_the_sound(page, portal):
     start_vm_in_mode(page, portal, "spice")
     page.click("a.button:text-is('Console')")
