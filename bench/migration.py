@@ -80,7 +80,7 @@ def migration_gaps(world: World, port: int) -> dict[str, dict[str, float]]:
                     moved = moving.result()
                     if moved.state != LiveMigration.State.DONE:
                         raise RuntimeError(f"{vm.name} did not move: {moved.error}")
-                    time.sleep(1)  # the source's consoles close as it ends
+                    page.wait_for_timeout(1000)  # not time.sleep: Playwright reports events as it waits
                     wait_until(page, "document.querySelector('#status').classList.contains('connected')", 60)
                     page.wait_for_timeout(SETTLE_SECONDS * 1000)
                     context.close()
