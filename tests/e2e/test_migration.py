@@ -7,6 +7,7 @@ Host maintenance, from admin's actions, empties this host the same way."""
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from bench.browser import wait_until
 from tests.e2e.conftest import login, wait_for_canvas
@@ -156,3 +157,41 @@ def test_maintenance_moves_the_vm_away_and_its_serial_console_follows(page, brow
     )
     assert f"empty [{{'vm': '{portal.vm_name}', 'moved_to': 'hv2'}}]" in summary
     assert "local takes vms again" in host_action(browser, portal, "local", "maintenance_leave").lower()
+
+
+def test_a_move_that_fails_leaves_the_console_open(page, browser, portal, hosts):
+    """A move to a host that does not answer: the VM page says why it stayed, and the console
+    open in another tab never closed; keys still reach the guest."""
+    portal.manage(
+        "shell",
+        "-c",
+        "from console.models import Host; Host.objects.update_or_create(name='gone', defaults=dict("
+        "uri='qemu+ssh://root@10.231.7.200/system', "  # fenced by bin/hv2: fails at once
+        f"ssh_key_file='{HV2 / 'id_ed25519'}', migration_address='10.231.7.200'))",
+    )
+    try:
+        start_vm_in_mode(page, portal, "vnc")
+        page.click("a.button:text-is('Console')")
+        page.wait_for_selector("#status.connected", timeout=20000)
+        wait_for_canvas(page, CANVAS["vnc"], lambda s: s["colours"] >= 2 and s["lit"] > 200)
+        page.evaluate(WATCH_STATUS)
+        admin = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        try:
+            login(admin, portal)
+            admin.click(f"text={portal.vm_name}")
+            admin.select_option("#migrate-form select", label="gone")
+            admin.click("#migrate-form button")
+            admin.wait_for_selector("#migration-state >> text=failed; the VM stayed on local", timeout=60000)
+        finally:
+            admin.context.close()
+        assert page.evaluate("window.statuses") == []  # the console never closed
+        reader = SerialReader(settings.LIBVIRT_URI, portal.vm_name)
+        try:
+            reader.wait_for_prompt()
+            type_a_marker(page, CANVAS["vnc"], reader, "stayed")
+        finally:
+            reader.close()
+    finally:
+        portal.manage(
+            "shell", "-c", "from console.models import Host; Host.objects.filter(name='gone').delete()"
+        )
