@@ -177,6 +177,20 @@ _NAMED.update(
 )
 MAX_KEYS = 16  # libvirt's limit for one combination
 
+# The console pages' Keys menu: what the browser, the desktop or the window manager would take.
+KEY_MENU = [
+    *[(f"ctrl+alt+f{n}", f"Ctrl+Alt+F{n}") for n in range(1, 8)],
+    ("alt+tab", "Alt+Tab"),
+    ("alt+f4", "Alt+F4"),
+    ("super", "Super (Windows key)"),
+    ("printscreen", "PrintScreen"),
+    ("ctrl+w", "Ctrl+W"),
+    ("ctrl+t", "Ctrl+T"),
+    ("ctrl+n", "Ctrl+N"),
+    ("ctrl+alt+backspace", "Ctrl+Alt+Backspace"),
+    ("ctrl+esc", "Ctrl+Esc"),
+]
+
 
 def combination_keystroke(combination: str) -> Keystroke:
     """ "ctrl+alt+delete" as the keys held together; Invalid for an unknown name."""

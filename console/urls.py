@@ -24,6 +24,7 @@ urlpatterns = [
     path("vms/<int:vm_id>/serial/log/", views.vm_serial_log_view, name="vm-serial-log"),
     path("vms/<int:vm_id>/migrate/", views.vm_migrate_view, name="vm-migrate"),
     path("vms/<int:vm_id>/type/", views.vm_type_view, name="vm-type"),
+    path("vms/<int:vm_id>/keys/", views.vm_keys_view, name="vm-keys"),
     path("vms/<int:vm_id>/migration/", views.vm_migration_state, name="vm-migration"),
     re_path(
         r"^vms/(?P<vm_id>[0-9]+)/(?P<action>start|shutdown|poweroff|reboot)/$",

@@ -23,11 +23,11 @@ from django.views.decorators.http import require_POST
 
 from console.access import vm_get_for_user, vm_get_for_watching
 from console.apitokens import api_token_create, api_token_revoke
-from console.automation import vm_layout, vm_type
+from console.automation import vm_keys, vm_layout, vm_type
 from console.errors import ConsoleUnavailable, PortalError, RateLimited, VmStateConflict, end_table
 from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, RECORDING_PLAYBACK, config_int, config_value
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
-from console.keyboard import LAYOUT_CHOICES
+from console.keyboard import KEY_MENU, LAYOUT_CHOICES
 from console.livemigration import live_migration_payload, vm_migrate
 from console.models import (
     ConsolePreference,
@@ -139,13 +139,27 @@ def vm_type_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     text = request.POST.get("text", "") + ("\n" if request.POST.get("enter") == "1" else "")
     layout = request.POST.get("layout") or None
+    answer = _json_or_refusal(lambda: vm_type(vm=vm, user=request.user, text=text, layout=layout))
+    if answer.status_code == 200 and layout and not vm.keyboard_layout:  # the user's default
+        ConsolePreference.objects.update_or_create(user=request.user, defaults={"keyboard_layout": layout})
+    return answer
+
+
+@login_required
+@require_POST
+def vm_keys_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
+    """The console page's Keys menu: a combination pressed through libvirt (the keys the
+    browser or the desktop keeps for itself: Ctrl+Alt+F2, Alt+Tab, PrintScreen, Super)."""
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    combination = request.POST.get("keys", "")
+    return _json_or_refusal(lambda: vm_keys(vm=vm, user=request.user, combinations=[combination]))
+
+
+def _json_or_refusal(call: Callable[[], dict]) -> JsonResponse:
     try:
-        typed = vm_type(vm=vm, user=request.user, text=text, layout=layout)
+        return JsonResponse(call())
     except PortalError as exc:
         return JsonResponse({"error": exc.message}, status=exc.status, headers=exc.headers())
-    if layout and not vm.keyboard_layout:  # the user's default for VMs that name none
-        ConsolePreference.objects.update_or_create(user=request.user, defaults={"keyboard_layout": layout})
-    return JsonResponse(typed)
 
 
 @login_required
@@ -257,6 +271,7 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "view_only": view_only,
         "may_operate": not must_watch,
         "layouts": LAYOUT_CHOICES,
+        "key_menu": KEY_MENU,
         "layout": vm_layout(vm, request.user),
         "ends": end_table(),
         "recording": recording_policy(vm),

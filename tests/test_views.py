@@ -261,3 +261,10 @@ def test_type_text_from_the_console_page(client, test_host, user, other_user):
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(user)
     assert strict.post(url, {"text": "x"}).status_code == 403
+    # The Keys menu: a combination by name.
+    client.force_login(user)
+    keys = reverse("console:vm-keys", args=[vm.id])
+    assert client.post(keys, {"keys": "ctrl+alt+f2"}).json() == {"pressed": 1}
+    unknown = client.post(keys, {"keys": "ctrl+hyper"})
+    assert unknown.status_code == 422 and "hyper" in unknown.json()["error"]
+    assert VmEvent.objects.filter(vm=vm, action="keys", detail="ctrl+alt+f2").exists()

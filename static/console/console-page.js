@@ -172,39 +172,64 @@ export async function disconnected(code) {
   }
 }
 
+/** Post a toolbar form to the portal: its JSON answer, or {error} in words. */
+async function postForm(form, body = new FormData(form)) {
+  try {
+    const response = await fetch(form.action, {
+      method: "POST",
+      body,
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": body.get("csrfmiddlewaretoken") },
+    });
+    return await response.json();
+  } catch (_) {
+    return { error: "the portal did not answer; try again" };
+  }
+}
+
 /** Wire the toolbar to a protocol client and connect with the ticket asked for at page load. */
 export async function consolePage(client) {
   const screenArea = document.getElementById("screen-area");
   let ticket;
 
   document.getElementById("send-cad").addEventListener("click", () => client.sendCtrlAltDel());
+  const keysForm = document.getElementById("send-keys");
+  keysForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    client.focus();
+    inputSeen();
+    const answer = await postForm(keysForm);
+    if (answer.error) setStatus(isConnected ? "connected" : "disconnected", `Not pressed: ${answer.error}`);
+  });
   const typeForm = document.getElementById("type-text");
   typeForm.addEventListener("submit", async (event) => {
     // Typed by the portal through libvirt, in the guest's layout: a character the layout
     // lacks refuses the whole text before any key is pressed.
     event.preventDefault();
     const input = document.getElementById("type-text-input");
-    const body = new FormData(typeForm);
+    const body = new FormData(typeForm); // taken before the field is emptied
     input.value = "";
     client.focus();
     inputSeen();
-    let answer;
-    try {
-      const response = await fetch(typeForm.action, {
-        method: "POST",
-        body,
-        credentials: "same-origin",
-        headers: { "X-CSRFToken": body.get("csrfmiddlewaretoken") },
-      });
-      answer = await response.json();
-    } catch (_) {
-      answer = { error: "the portal did not answer; try again" };
-    }
+    const answer = await postForm(typeForm, body);
     if (answer.error) setStatus(isConnected ? "connected" : "disconnected", `Not typed: ${answer.error}`);
   });
-  document.getElementById("fullscreen").addEventListener("click", () => {
-    if (document.fullscreenElement) document.exitFullscreen();
-    else document.body.requestFullscreen().catch(() => {});
+  document.getElementById("fullscreen").addEventListener("click", async () => {
+    if (document.fullscreenElement) {
+      document.exitFullscreen();
+    } else {
+      await document.body.requestFullscreen().catch(() => {});
+      // In fullscreen, Chromium's Keyboard Lock lets Ctrl+W, Ctrl+T and Alt+Tab reach the VM
+      // (holding Esc leaves); other browsers keep them: the Keys menu presses them.
+      const locked = await navigator.keyboard?.lock?.().then(
+        () => true,
+        () => false,
+      );
+      const note = locked
+        ? "Fullscreen: the browser's shortcuts (Ctrl+W, Ctrl+T, Alt+Tab) go to the VM; hold Esc to leave."
+        : "Fullscreen: this browser keeps Ctrl+W, Ctrl+T and Alt+Tab; press them from the Keys menu.";
+      if (document.fullscreenElement) setStatus(isConnected ? "connected" : "connecting", note);
+    }
     client.focus();
   });
   const scaleButton = document.getElementById("scale");
