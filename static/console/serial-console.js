@@ -32,6 +32,20 @@ const terminal = new Terminal({
   // the cursor; a serial line carries no other way to learn it.
   windowOptions: { getWinSizeChars: true },
 });
+// Screen reader mode (xterm.js keeps the visible text in an accessibility tree and announces
+// new output): a toggle, remembered in this browser.
+const READER_KEY = "serial-console.screen-reader";
+const readerButton = document.getElementById("screen-reader");
+function screenReader(on) {
+  terminal.options.screenReaderMode = on;
+  readerButton.setAttribute("aria-pressed", String(on));
+  localStorage.setItem(READER_KEY, on ? "1" : "");
+}
+readerButton.addEventListener("click", () => {
+  screenReader(readerButton.getAttribute("aria-pressed") !== "true");
+  terminal.focus();
+});
+screenReader(localStorage.getItem(READER_KEY) === "1");
 const fit = new FitAddon();
 terminal.loadAddon(fit);
 terminal.open(document.getElementById("terminal"));

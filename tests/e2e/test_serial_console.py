@@ -153,3 +153,19 @@ def test_vm_shutting_down_ends_the_session_with_its_reason(page, running_guest):
     wait_until(page, f"{STATUS}.includes('the VM stopped')", timeout=30)
     assert "shut off" in page.inner_text("#status")
     wait_for_text(page, r"serial console closed: the VM stopped", timeout=5)
+
+
+def test_screen_reader_mode_holds_the_guests_text_and_is_remembered(page, running_guest):
+    """xterm.js's screen reader mode: the guest's output is in the accessibility tree a screen
+    reader reads; the toggle is remembered across visits."""
+    portal = running_guest
+    open_serial(page, portal)
+    wait_for_shell(page)
+    page.click("#screen-reader")
+    assert page.get_attribute("#screen-reader", "aria-pressed") == "true"
+    run(page, "echo reader-$((6*7))", "reader-42")
+    wait_until(page, "document.querySelector('.xterm-accessibility-tree')?.textContent.includes('reader-42')")
+    page.reload()
+    page.wait_for_selector("#status.connected", timeout=20000)
+    assert page.get_attribute("#screen-reader", "aria-pressed") == "true"
+    assert page.locator(".xterm-accessibility-tree").count() == 1
