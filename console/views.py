@@ -30,6 +30,7 @@ from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError
 from console.keyboard import KEY_MENU, LAYOUT_CHOICES
 from console.livemigration import live_migration_payload, vm_migrate
 from console.models import (
+    ConsoleModeChoice,
     ConsolePreference,
     ConsoleProtocol,
     ConsoleRecording,
@@ -45,13 +46,15 @@ from console.sessions import open_sessions
 from console.shares import console_share_create, console_share_end
 from console.tickets import IDLE_KINDS, console_endpoint, console_ticket_issue, serial_ticket_issue
 from console.vms import (
+    LIST_PAGE_SIZE,
+    VmListQuery,
+    vm_list_page,
     vm_poweroff,
     vm_reboot,
     vm_serial_log,
     vm_shutdown,
     vm_start,
     vm_status,
-    vm_statuses,
 )
 from console.vvfiles import vv_file_issue
 from portal.security import content_security_policy
@@ -78,9 +81,9 @@ class PortalLoginView(LoginView):
 
 @login_required
 def vm_list(request: AuthenticatedRequest) -> HttpResponse:
-    vms = list(VirtualMachine.objects.visible_to(request.user).select_related("host", "owner"))
-    statuses = vm_statuses(vms)
-    rows = [(vm, statuses[vm.id]) for vm in vms]
+    query = VmListQuery.from_params(request.GET)
+    rows, total = vm_list_page(request.user, query)
+    pages = max(1, -(-total // LIST_PAGE_SIZE))
     unavailable = {
         (vm.host.name, status.message) for vm, status in rows if isinstance(status, HypervisorError)
     }
@@ -92,8 +95,30 @@ def vm_list(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "console/vm_list.html",
-        {"rows": rows, "unavailable": sorted(unavailable), "shared": shared},
+        {
+            "rows": rows,
+            "unavailable": sorted(unavailable),
+            "shared": shared,
+            "query": query,
+            "total": total,
+            "pages": pages,
+            "previous": _list_url(request, page=query.page - 1) if query.page > 1 else None,
+            "next": _list_url(request, page=query.page + 1) if query.page < pages else None,
+            "filtered": any((query.q, query.host, query.state, query.owner, query.mode)),
+            "hosts": Host.objects.order_by("name").values_list("name", flat=True),
+            "states": ["running", "paused", "shut off", "missing", "unknown"],
+            "modes": ConsoleModeChoice.choices,
+            "sorts": [("name", "name"), ("-name", "name, Z to A"), ("host", "host"), ("state", "state")]
+            + ([("owner", "owner")] if request.user.is_staff else []),
+        },
     )
+
+
+def _list_url(request: AuthenticatedRequest, **changes: object) -> str:
+    params = request.GET.copy()
+    for name, value in changes.items():
+        params[name] = str(value)
+    return f"?{params.urlencode()}"
 
 
 @login_required

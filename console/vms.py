@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from console.domainxml import domain_xml_build, graphics_endpoint, graphics_password_new
 from console.errors import VmStateConflict
@@ -88,6 +89,75 @@ def vm_statuses(vms: Iterable[VirtualMachine]) -> dict[int, VmStatus | Hyperviso
             running = (vm.started_mode or None) if state in ACTIVE_STATES else None
             result[vm.id] = VmStatus(state, running, vm.effective_console_mode(global_mode))
     return result
+
+
+LIST_PAGE_SIZE = 50
+LIST_SORTS = ("name", "-name", "host", "state", "owner")
+
+
+@dataclass(frozen=True)
+class VmListQuery:
+    """The VM list's search, filters, sort and page, from a request's query string."""
+
+    q: str = ""
+    host: str = ""
+    state: str = ""
+    owner: str = ""
+    mode: str = ""
+    sort: str = "name"
+    page: int = 1
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> VmListQuery:
+        sort = params.get("sort", "name")
+        try:
+            page = max(1, int(params.get("page", "1")))
+        except ValueError:
+            page = 1
+        return cls(
+            q=params.get("q", "").strip()[:100],
+            host=params.get("host", "")[:64],
+            state=params.get("state", "")[:32],
+            owner=params.get("owner", "")[:150],
+            mode=params.get("mode", "")[:8],
+            sort=sort if sort in LIST_SORTS else "name",
+            page=page,
+        )
+
+
+def vm_list_page(
+    user: User, query: VmListQuery
+) -> tuple[list[tuple[VirtualMachine, VmStatus | HypervisorError]], int]:
+    """One page of the VMs `user` may see that match `query`, with their live state, and how
+    many match in all. The database filters what it can (search, host, owner, console mode);
+    the state needs one libvirt call per host of the matching VMs, not one per VM."""
+    vms = VirtualMachine.objects.visible_to(user).select_related("host", "owner")
+    if query.q:
+        vms = vms.filter(Q(name__icontains=query.q) | Q(description__icontains=query.q))
+    if query.host:
+        vms = vms.filter(host__name=query.host)
+    if query.owner and user.is_staff:
+        vms = vms.filter(owner__username=query.owner)
+    if query.mode:
+        vms = vms.filter(console_mode=query.mode)
+    start = (query.page - 1) * LIST_PAGE_SIZE
+    if not query.state and query.sort != "state":  # the database pages: the work is the page's
+        order = {"host": ["host__name", "name"], "owner": ["owner__username", "name"], "-name": ["-name"]}
+        shown = list(vms.order_by(*order.get(query.sort, ["name"]))[start : start + LIST_PAGE_SIZE])
+        statuses = vm_statuses(shown)
+        return [(vm, statuses[vm.id]) for vm in shown], vms.count()
+    matching = list(vms.order_by("name"))
+    statuses = vm_statuses(matching)  # one libvirt call per host, whatever the count
+    rows = [(vm, statuses[vm.id]) for vm in matching]
+    if query.state:
+        rows = [row for row in rows if _state_of(row[1]) == query.state]
+    if query.sort == "state":
+        rows.sort(key=lambda row: (_state_of(row[1]), row[0].name))
+    return rows[start : start + LIST_PAGE_SIZE], len(rows)
+
+
+def _state_of(status: VmStatus | HypervisorError) -> str:
+    return status.state if isinstance(status, VmStatus) else "unknown"
 
 
 def vms_restart_required_count() -> int:

@@ -268,3 +268,33 @@ def test_type_text_from_the_console_page(client, test_host, user, other_user):
     unknown = client.post(keys, {"keys": "ctrl+hyper"})
     assert unknown.status_code == 422 and "hyper" in unknown.json()["error"]
     assert VmEvent.objects.filter(vm=vm, action="keys", detail="ctrl+alt+f2").exists()
+
+
+def test_the_vm_list_searches_filters_sorts_and_pages(client, test_host, user, django_assert_max_num_queries):
+    """Hundreds of VMs: 50 a page, a search, filters by host, state and console mode, sorting;
+    the page's queries do not grow with the VM count (one libvirt call per host)."""
+    other = Host.objects.create(name="other", uri="test:///default?other")
+    VirtualMachine.objects.bulk_create(
+        [
+            VirtualMachine(name=f"vm-{n:03d}", owner=user, host=(other, test_host)[n % 2], console_mode="vnc")
+            for n in range(120)
+        ]
+        + [VirtualMachine(name="test", owner=user, host=test_host, description="the running one")]
+    )
+    client.force_login(user)
+    with django_assert_max_num_queries(12):
+        first = client.get("/").content.decode()
+    assert "121 VMs, page 1 of 3" in first and 'rel="next"' in first and ">test</a>" in first
+    assert "vm-048" in first and "vm-049" not in first
+    last = client.get("/?page=3").content.decode()
+    assert "page 3 of 3" in last and "vm-119" in last and "vm-098" not in last
+    found = client.get("/?q=running+one").content.decode()
+    assert "1 VM" in found and ">test</a>" in found
+    assert "61 VMs" in client.get("/?host=fake").content.decode()
+    running = client.get("/?state=running").content.decode()
+    assert "1 VM" in running and ">test</a>" in running
+    assert "No VM matches" in client.get("/?q=nothing-like-it").content.decode()
+    backwards = client.get("/?sort=-name").content.decode()
+    assert backwards.index("vm-119") < backwards.index("vm-118")
+    assert "120 VMs" in client.get("/?mode=vnc").content.decode()
+    assert client.get("/?page=x&sort=evil").status_code == 200  # bad values fall back
