@@ -1,6 +1,7 @@
 """Accessibility: axe-core (the npm package, installed at set-up) finds no serious or critical
 violation on any of the portal's pages, as a user sees them in Chromium, the running VM's
-console pages (VNC, SPICE, serial) included; the skip link leads a keyboard user to the content."""
+console pages (VNC, SPICE, serial) included, and in the dark theme (the system's preference);
+the skip link leads a keyboard user to the content."""
 
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ def test_every_page_has_no_serious_accessibility_violation(page, portal):
     assert page.evaluate("document.activeElement.textContent") == "Skip to the content"
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
+    page.emulate_media(color_scheme="dark")  # the dark theme, as a system asking for it gets
+    for name, path in (
+        ("VM list, dark", "/"),
+        ("VM page, dark", f"/vms/{vm_id}/"),
+        ("tokens, dark", "/account/tokens/"),
+    ):
+        page.goto(f"{portal.url}{path}")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 21, 26)"
+        found[name] = violations(page)
+    page.emulate_media(color_scheme="light")
     page.goto(f"{portal.url}/vms/{vm_id}/console/")
     page.wait_for_selector("#status.connected", timeout=20000)
     found["VNC console"] = violations(page)
