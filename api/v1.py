@@ -22,6 +22,7 @@ from ninja.security import HttpBearer, django_auth
 
 from console.access import vm_get_for_user
 from console.apitokens import api_token_find
+from console.audit import AuditFilter, audit_csv, audit_rows
 from console.auth import AuthenticatedRequest
 from console.automation import vm_keys, vm_screenshot, vm_type
 from console.errors import DATABASE_DOWN, Invalid, PortalError
@@ -701,6 +702,45 @@ def host_list(request: AuthenticatedRequest):
     ]
 
 
+# -- audit trail (staff) -----------------------------------------------------------------------------
+
+
+class AuditRowOut(Schema):
+    at: datetime
+    kind: str = Field(description="auth, vm, console, share, recording, setting or migration.")
+    action: str
+    user: str
+    vm: str
+    detail: str
+
+
+audit = Router(tags=["Audit (staff)"])
+
+
+@audit.get("/", response={200: list[AuditRowOut], 403: ErrorOut, 422: ErrorOut}, url_name="audit")
+def audit_api(
+    request: AuthenticatedRequest,
+    user: str = "",
+    vm: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+    format: str = "json",  # noqa: A002 - the query parameter's name
+):
+    """The audit trail, newest first (staff only): logins, VM actions, console sessions, shares,
+    recordings played, settings changed, live migrations; by `user` (username), `vm` (name) and
+    time (`since`, `until`, ISO 8601), at most `limit` rows (10 000); `format=csv` for CSV."""
+    _staff(request)
+    if format not in ("json", "csv"):
+        raise Invalid("format is json or csv.", field="format")
+    rows = audit_rows(AuditFilter(user=user, vm=vm, since=since, until=until, limit=limit))
+    if format == "csv":
+        response = HttpResponse(audit_csv(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="audit.csv"'
+        return response
+    return rows
+
+
 # -- global configuration (staff) -------------------------------------------------------------------
 
 
@@ -801,3 +841,4 @@ api.add_router("/vms/", vms)
 api.add_router("/sessions/", sessions)
 api.add_router("/hosts/", hosts)
 api.add_router("/config/", config)
+api.add_router("/audit/", audit)

@@ -8,9 +8,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
+from django.http import HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from console.audit import MAX_ROWS, AuditFilter, audit_csv, audit_rows
 from console.auth import User
 from console.errors import PortalError
 from console.globalconfig import CONSOLE_MODE, config_reset, config_set, definition_get
@@ -230,7 +232,15 @@ class VirtualMachineAdmin(admin.ModelAdmin):
     list_filter = ["host", "console_mode"]
     search_fields = ["name", "owner__username"]
     readonly_fields = ["uuid", "started_mode", "created_at"]
-    actions = ["end_console_sessions", "move_away"]
+    actions = ["end_console_sessions", "move_away", "audit_export"]
+
+    @admin.action(description="Export the selected VMs' audit trail (CSV)")
+    def audit_export(self, request: HttpRequest, queryset: QuerySet):
+        rows = [row for vm in queryset for row in audit_rows(AuditFilter(vm=vm.name, limit=MAX_ROWS))]
+        rows.sort(key=lambda row: row["at"], reverse=True)
+        response = HttpResponse(audit_csv(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="audit.csv"'
+        return response
 
     @admin.action(description="Move the selected running VMs to the least loaded other host")
     def move_away(self, request: HttpRequest, queryset: QuerySet):

@@ -673,3 +673,24 @@ class HostMaintenance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host} maintenance ({self.state})"
+
+
+class AuthEvent(models.Model):
+    """A login, logout or refused login to the portal (pages and admin): who, from where, when."""
+
+    class Action(models.TextChoices):
+        LOGIN = "login"
+        LOGOUT = "logout"
+        REFUSED = "login refused"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, help_text="As typed, for a refused login.")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.username} at {self.at:%Y-%m-%d %H:%M:%S}"
