@@ -126,6 +126,11 @@ async def measure(
             samples["recorded"]["mib_per_minute"] = await asyncio.to_thread(
                 recorded_minutes, world, daphne.port, config["recorded_seconds"]
             )
+            from bench.vmlist import list_figures
+
+            samples["vm_list"] = await asyncio.to_thread(
+                list_figures, world, daphne.port, config["browser_repeats"]
+            )
     finally:
         world.stop()
     return samples
@@ -271,6 +276,7 @@ def main() -> None:
         measure(config, with_browser=not args.no_browser, only_browser=args.browser, baseline=args.baseline)
     )
     capped = samples.pop("capped", {})
+    vm_list = samples.pop("vm_list", {})
     recorded = samples.pop("recorded", {})
     summary = summarize(samples)
     header = (
@@ -288,9 +294,20 @@ def main() -> None:
             "a recorded minute of the demo guest's console, busy (a listing scrolling), in Chromium: "
             + ", ".join(f"{protocol} {mib:.2f} MiB" for protocol, mib in per_minute.items())
         )
+    from bench.vmlist import list_lines
+
+    for line in list_lines(vm_list):
+        print(line)
     if args.json:
         document = json.dumps(
-            {"config": config, "capped": capped, "recorded": recorded, "figures": summary}, indent=2
+            {
+                "config": config,
+                "capped": capped,
+                "recorded": recorded,
+                "vm_list": vm_list,
+                "figures": summary,
+            },
+            indent=2,
         )
         if args.json == "-":
             print(document)
