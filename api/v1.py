@@ -8,19 +8,21 @@ registry), so no rule has a second implementation. One error model: every error 
 from datetime import datetime
 from typing import Literal
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
 from django.db.models import Count
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
-from ninja import Field, NinjaAPI, Query, Router, Schema
+from ninja import Field, NinjaAPI, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import HttpBearer, django_auth
 
-from console.access import vm_get_for_user
+from console.access import vm_get_for_user, vm_may_administer
 from console.apitokens import api_token_find
 from console.audit import AuditFilter, audit_csv, audit_rows
 from console.auth import AuthenticatedRequest
@@ -45,6 +47,8 @@ from console.models import (
     GlobalConfigChange,
     Host,
     VirtualMachine,
+    VmEvent,
+    VmGrant,
 )
 from console.origins import client_ip
 from console.recordings import recording_file, recording_may_play, recording_played, recording_policy
@@ -330,7 +334,7 @@ def vm_migrate_api(request: AuthenticatedRequest, vm_id: int, body: MigrateIn):
     if target is None:
         raise Invalid(f"No host is named {body.host!r}.", field="host")
     migration = vm_migrate(vm=vm, target=target, user=request.user, wait=body.wait)
-    return (200 if body.wait else 202), live_migration_payload(migration)
+    return Status(200 if body.wait else 202, live_migration_payload(migration))
 
 
 @vms.get("/{int:vm_id}/migration/", response={200: MigrationOut, 404: ErrorOut}, url_name="vm-migration")
@@ -400,6 +404,88 @@ def vm_screenshot_api(request: AuthenticatedRequest, vm_id: int):
     response = HttpResponse(vm_screenshot(vm=vm, user=request.user), content_type="image/png")
     response["Cache-Control"] = "no-store"
     return response
+
+
+class GrantIn(Schema):
+    role: str = Field(description="viewer, operator or admin.")
+    user: str | None = Field(None, description="A username; or give group.")
+    group: str | None = Field(None, description="A group's name; or give user.")
+
+
+class GrantOut(Schema):
+    id: int
+    role: str
+    user: str | None
+    group: str | None
+    granted_by: str | None
+    created_at: datetime
+
+
+def _grant_out(grant: VmGrant) -> dict:
+    return {
+        "id": grant.pk,
+        "role": grant.role,
+        "user": grant.user.get_username() if grant.user else None,
+        "group": grant.group.name if grant.group else None,
+        "granted_by": grant.granted_by.get_username() if grant.granted_by else None,
+        "created_at": grant.created_at,
+    }
+
+
+def _vm_for_admin(request: AuthenticatedRequest, vm_id: int) -> VirtualMachine:
+    vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    if not vm_may_administer(request.user, vm):
+        raise HttpError(403, "Only the VM's owner, its admins and staff manage who may use it.")
+    return vm
+
+
+@vms.get(
+    "/{int:vm_id}/grants/", response={200: list[GrantOut], 403: ErrorOut, 404: ErrorOut}, url_name="vm-grants"
+)
+def vm_grants_api(request: AuthenticatedRequest, vm_id: int):
+    """Who else may watch or operate the VM (roles on it; a host's grants are staff's, in admin)."""
+    vm = _vm_for_admin(request, vm_id)
+    return [_grant_out(g) for g in vm.grants.select_related("user", "group", "granted_by").order_by("pk")]
+
+
+@vms.post(
+    "/{int:vm_id}/grants/",
+    response={201: GrantOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut},
+    url_name="vm-grant-create",
+)
+def vm_grant_create_api(request: AuthenticatedRequest, vm_id: int, body: GrantIn):
+    """Grant a role on the VM to a user or a group: viewer (watch its console), operator
+    (console, serial, .vv, power) or admin (that and sharing)."""
+    vm = _vm_for_admin(request, vm_id)
+    if body.role not in VmGrant.Role.values:
+        raise Invalid("role is viewer, operator or admin.", field="role")
+    if bool(body.user) == bool(body.group):
+        raise Invalid("Give a user or a group, not both.", field="user")
+    user = get_user_model().objects.filter(username=body.user).first() if body.user else None
+    group = Group.objects.filter(name=body.group).first() if body.group else None
+    if body.user and user is None:
+        raise Invalid(f"No user is named {body.user!r}.", field="user")
+    if body.group and group is None:
+        raise Invalid(f"No group is named {body.group!r}.", field="group")
+    grant = VmGrant.objects.create(vm=vm, user=user, group=group, role=body.role, granted_by=request.user)
+    VmEvent.objects.create(vm=vm, user=request.user, action="grant", detail=str(grant)[:255])
+    return Status(201, _grant_out(grant))
+
+
+@vms.delete(
+    "/{int:vm_id}/grants/{int:grant_id}/",
+    response={204: None, 403: ErrorOut, 404: ErrorOut},
+    url_name="vm-grant-delete",
+)
+def vm_grant_delete_api(request: AuthenticatedRequest, vm_id: int, grant_id: int):
+    """Take a role back: open consoles it allowed end at their next check."""
+    vm = _vm_for_admin(request, vm_id)
+    grant = vm.grants.filter(pk=grant_id).first()
+    if grant is None:
+        raise Http404("No such grant on this VM.")
+    VmEvent.objects.create(vm=vm, user=request.user, action="ungrant", detail=str(grant)[:255])
+    grant.delete()
+    return Status(204, None)
 
 
 class TicketOut(Schema):
@@ -647,7 +733,7 @@ def host_maintenance_enter_api(request: AuthenticatedRequest, host_id: int, body
     emptying ended: retries what stayed."""
     host = _host(request, host_id)
     maintenance = host_maintenance_enter(host=host, user=request.user, wait=body.wait)
-    return (200 if body.wait else 202), host_maintenance_payload(maintenance)
+    return Status(200 if body.wait else 202, host_maintenance_payload(maintenance))
 
 
 @hosts.delete(

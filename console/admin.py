@@ -33,6 +33,7 @@ from console.models import (
     RecordingPlayback,
     VirtualMachine,
     VmEvent,
+    VmGrant,
 )
 from console.sessions import console_session_end_request
 from console.vms import vms_restart_required_count
@@ -162,8 +163,24 @@ class GlobalConfigChangeAdmin(ReadOnlyAdmin):
     list_filter = ["category", "name"]
 
 
+class VmGrantInline(admin.TabularInline):
+    """Who else may watch or operate the VM (roles: see VmGrantAdmin)."""
+
+    model = VmGrant
+    fields = ["role", "user", "group"]
+    autocomplete_fields = ["user", "group"]
+    extra = 0
+
+
+class HostGrantInline(VmGrantInline):
+    """Roles on every VM of the host (a pool)."""
+
+    fk_name = "host"
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
+    inlines = [HostGrantInline]
     list_display = ["name", "uri", "health", "vm_count", "maintenance", "console_listen_address"]
     actions = ["maintenance_enter", "maintenance_leave"]
     fieldsets = [
@@ -228,6 +245,7 @@ class HostAdmin(admin.ModelAdmin):
 
 @admin.register(VirtualMachine)
 class VirtualMachineAdmin(admin.ModelAdmin):
+    inlines = [VmGrantInline]
     list_display = ["name", "owner", "host", "console_mode", "started_mode", "vcpus", "memory_mib"]
     list_filter = ["host", "console_mode"]
     search_fields = ["name", "owner__username"]
@@ -373,3 +391,18 @@ class HostMaintenanceAdmin(ReadOnlyAdmin):
     @admin.display(description="stayed (why)")
     def stayed(self, obj: HostMaintenance):
         return "; ".join(f"{e['vm']}: {e['stayed']}" for e in obj.summary if "stayed" in e) or "—"
+
+
+@admin.register(VmGrant)
+class VmGrantAdmin(admin.ModelAdmin):
+    """Roles on a VM or on all of a host's VMs, for a user or a group (see console.access)."""
+
+    list_display = ["role", "vm", "host", "user", "group", "granted_by", "created_at"]
+    list_filter = ["role", "host"]
+    search_fields = ["vm__name", "user__username", "group__name"]
+    autocomplete_fields = ["vm", "user", "group"]
+    readonly_fields = ["granted_by", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj, form, change):
+        obj.granted_by = _admin_user(request)
+        super().save_model(request, obj, form, change)

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 
 from console.keyboard import DEFAULT_LAYOUT, LAYOUT_CHOICES
@@ -223,12 +224,19 @@ def validate_kernel_cmdline(value: str) -> None:
 
 class VirtualMachineQuerySet(models.QuerySet):
     def visible_to(self, user: User) -> VirtualMachineQuerySet:
-        """The VMs a user may see and operate: their own, or all of them for staff."""
+        """The VMs a user may see and operate: their own, those an operator or admin grant gives
+        them (on the VM or its host, to them or a group of theirs), or all of them for staff."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
         if user.is_staff:
             return self
-        return self.filter(owner=user)
+        operate = VmGrant.objects.filter(
+            Q(user=user) | Q(group__in=user.groups.all()),
+            role__in=[VmGrant.Role.OPERATOR, VmGrant.Role.ADMIN],
+        )
+        return self.filter(
+            Q(owner=user) | Q(pk__in=operate.values("vm_id")) | Q(host_id__in=operate.values("host_id"))
+        )
 
 
 class VirtualMachine(models.Model):
@@ -694,3 +702,63 @@ class AuthEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.username} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class VmGrant(models.Model):
+    """A role on one VM, or on every VM of a host (a pool), for a user or a group.
+
+    viewer: watch its console; operator: its console, serial console, .vv and power; admin: all
+    of that and sharing it. Owners and staff keep every right without a grant.
+    """
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "viewer (watch the console)"
+        OPERATOR = "operator", "operator (console, serial, .vv, power)"
+        ADMIN = "admin", "admin (all, sharing included)"
+
+    vm = models.ForeignKey(
+        VirtualMachine, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"
+    )
+    host = models.ForeignKey(
+        Host,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="grants",
+        help_text="Every VM of this host.",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="vm_grants"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="vm_grants"
+    )
+    role = models.CharField(max_length=8, choices=Role.choices)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(vm__isnull=False, host__isnull=True) | Q(vm__isnull=True, host__isnull=False),
+                name="grant_on_a_vm_or_a_host",
+            ),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True)
+                | Q(user__isnull=True, group__isnull=False),
+                name="grant_to_a_user_or_a_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        on = f"VM {self.vm}" if self.vm_id else f"host {self.host}"
+        to = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{self.role} on {on} for {to}"
+
+    def clean(self) -> None:
+        if bool(self.vm_id) == bool(self.host_id):
+            raise ValidationError("Grant a role on a VM or on a host (all its VMs), not both.")
+        if bool(self.user_id) == bool(self.group_id):
+            raise ValidationError("Grant a role to a user or to a group, not both.")

@@ -21,7 +21,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from console.access import vm_get_for_user, vm_get_for_watching
+from console.access import vm_get_for_user, vm_get_for_watching, vm_may_administer, vms_watchable_by
 from console.apitokens import api_token_create, api_token_revoke
 from console.automation import vm_keys, vm_layout, vm_type
 from console.errors import ConsoleUnavailable, PortalError, RateLimited, VmStateConflict, end_table
@@ -87,9 +87,7 @@ def vm_list(request: AuthenticatedRequest) -> HttpResponse:
     unavailable = {
         (vm.host.name, status.message) for vm, status in rows if isinstance(status, HypervisorError)
     }
-    shared = VirtualMachine.objects.filter(
-        shares__viewer=request.user, shares__ended_at__isnull=True
-    ).distinct()
+    shared = vms_watchable_by(request.user).select_related("owner")
     # A host that does not answer makes its own VMs' state unknown (the banner says which),
     # not the list unavailable: 200, as monitors and proxies read it.
     return render(
@@ -436,8 +434,12 @@ def api_tokens(request: AuthenticatedRequest) -> HttpResponse:
 @login_required
 @require_POST
 def vm_share(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
-    """The owner (or staff) shares the VM's console with another user, to watch read-only."""
+    """The owner (staff, an admin of the VM) shares the VM's console with another user, to
+    watch read-only."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    if not vm_may_administer(request.user, vm):
+        messages.error(request, "Only the VM's owner, its admins and staff share its console.")
+        return redirect(vm)
     try:
         share = console_share_create(vm=vm, username=request.POST.get("username", ""), by=request.user)
     except ValueError as exc:

@@ -233,13 +233,19 @@ export async function consolePage(client) {
     client.focus();
   });
   const scaleButton = document.getElementById("scale");
-  scaleButton.addEventListener("click", () => {
-    const on = scaleButton.getAttribute("aria-pressed") !== "true";
+  const scale = (on) => {
     scaleButton.setAttribute("aria-pressed", String(on));
     screenArea.classList.toggle("scaled", on);
     client.setScale(on);
+  };
+  scaleButton.addEventListener("click", () => {
+    scale(scaleButton.getAttribute("aria-pressed") !== "true");
     client.focus();
   });
+  // On a phone or a small tablet the screen is scaled to the window from the start (a tap is a
+  // click, noVNC's gestures scroll and right-click; the Type text field brings up the
+  // on-screen keyboard).
+  if (window.matchMedia("(max-width: 48rem)").matches) scale(true);
   reconnect = async () => {
     setStatus("connecting", "Closing the old connection…");
     await client.disconnect();

@@ -210,6 +210,14 @@ def _give_vm_away(user, vm, session_key):
     VirtualMachine.objects.filter(pk=vm.pk).update(owner=other)
 
 
+def _operator_made_viewer(user, vm, session_key):
+    """The VM given away, the user left a viewer by grant: they may watch, not operate."""
+    from console.models import VmGrant
+
+    _give_vm_away(user, vm, session_key)
+    VmGrant.objects.create(vm=vm, user=user, role="viewer")
+
+
 def _admin_ends_it(user, vm, session_key):
     from console.sessions import console_session_end_request
 
@@ -225,6 +233,7 @@ def _admin_ends_it(user, vm, session_key):
         (_new_password, End.PASSWORD_CHANGED),
         (_deactivate, End.DEACTIVATED),
         (_give_vm_away, End.FORBIDDEN),
+        (_operator_made_viewer, End.FORBIDDEN),
     ],
 )
 async def test_an_open_console_ends_when_the_right_to_it_ends(user, vms, settings, change, refusal):
