@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.db import connection
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+STALE_AFTER = timedelta(hours=2)  # an emptying recorded as under way for longer died unrecorded
 NO_TARGET = "no other host takes it: a host needs a migration address, to be out of maintenance and to answer"
 
 
@@ -36,7 +38,8 @@ def host_maintenance_enter(
     """Put `host` in maintenance (staff only) and start moving its running VMs away; `wait`
     for the last one (scripts). Entering again, once emptying ended, retries what stayed."""
     _staff(user)
-    if host.maintenances.filter(state=HostMaintenance.State.EMPTYING, ended_at=None).exists():
+    emptying = host.maintenances.filter(state=HostMaintenance.State.EMPTYING, ended_at=None)
+    if emptying.filter(started_at__gte=timezone.now() - STALE_AFTER).exists():
         raise VmStateConflict(f"{host.name} is already being emptied (admin: Host maintenances).")
     Host.objects.filter(pk=host.pk).update(maintenance=True)
     host.maintenance = True
