@@ -147,14 +147,6 @@ def _run(migration_id: int) -> None:
     def report(total: int, remaining: int) -> None:  # from libvirt's watcher thread
         progress.update(total=total, remaining=remaining)
 
-    def arrived() -> None:  # from the move's thread, as soon as the VM runs on the target
-        try:
-            _moved(migration, {"data_total": 0, "downtime_ms": 0, "time_elapsed_ms": 0}, progress)
-        except Exception:  # the move itself succeeded: recorded again once it returns
-            logger.exception("recording %s's arrival on %s", vm.name, target.name)
-        finally:
-            close_old_connections()
-
     with ThreadPoolExecutor(1) as pool:
         moving = pool.submit(
             hypervisor_for(source).migrate,
@@ -163,7 +155,6 @@ def _run(migration_id: int) -> None:
             address=target.migration_address,
             timeout=settings.MIGRATION_TIMEOUT_SECONDS,
             progress=report,
-            arrived=arrived,
         )
         while not moving.done():
             time.sleep(PROGRESS_SECONDS)
@@ -187,8 +178,11 @@ def _run(migration_id: int) -> None:
 
 def _moved(migration: LiveMigration, took: dict[str, int], progress: dict[str, int]) -> None:
     """The VM runs on the target now: its record says so, and the password is the domain's there.
-    Called as soon as it runs there (consoles open there from then on), and again with what the
-    move took once libvirt returns."""
+
+    Recorded once libvirt's move has returned and its connections are closed, not as soon as
+    the domain runs there: consoles opened on the target while the move was still tidying up
+    (the clipboard agent plugged back in) crashed libvirt 9.0's client in the worker
+    (segfault in libvirt.so, seen in a fresh-clone run)."""
     vm, target = migration.vm, migration.target
     assert target is not None  # noqa: S101 - set when the move was recorded
     domain_id = hypervisor_for(target).domain_id(vm.name)

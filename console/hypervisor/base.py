@@ -142,11 +142,9 @@ class Hypervisor(Protocol):
         address: str,
         timeout: float,
         progress: Callable[[int, int], None],
-        arrived: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
         """Live-migrate the running domain to the hypervisor `to`, whose QEMU listens for it on
-        `address` only; `progress(total, remaining)` gets the memory still to move as it goes;
-        `arrived()` is called as soon as the domain runs there (before the tidying up after).
+        `address` only; `progress(total, remaining)` gets the memory still to move as it goes.
         The domain is defined there and no longer here once it returns, with what the move took
         (data_total bytes, downtime_ms, time_elapsed_ms); MigrationFailed (the domain running
         here, as before) when it did not complete within `timeout` seconds or either side

@@ -365,7 +365,6 @@ class LibvirtHypervisor:
         address: str,
         timeout: float,
         progress: Callable[[int, int], None],
-        arrived: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
         """Live migration, managed by this process (it holds both connections: no host needs
         credentials for the other); QEMU to QEMU over `address` (see `base.Hypervisor.migrate`).
@@ -432,7 +431,6 @@ class LibvirtHypervisor:
             finally:
                 finished.set()
                 watcher.join()
-            arrived()  # consoles may open there now: the rest is tidying up
             _plug(moved, unplugged)
             try:  # what the move took, as the destination recorded it
                 done = moved.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
