@@ -141,6 +141,9 @@ def test_adding_the_host_in_admin_checks_it_and_lists_its_health(client, staff_u
         "console_client_address": "127.0.0.1",
         "spice_ca_cert": "",
         "spice_host_subject": "",
+        # The page's roles on the host's VMs (an inline): none.
+        "grants-TOTAL_FORMS": "0",
+        "grants-INITIAL_FORMS": "0",
     }
     page = client.post(reverse("admin:console_host_add"), form, follow=True).content.decode()
     # No host key recorded: refused, and the admin is shown the offered key to check and paste.

@@ -74,16 +74,19 @@ export async function freshTicket() {
   return body;
 }
 
+const MOVE_SECONDS = 360; // MIGRATION_TIMEOUT_SECONDS (300) and a minute
+
 /** How long to wait before reconnect attempt `attempt` (1, 2, …) after the close `code`: a VM
  * that moved answers on its new host within moments, so the portal is asked at once, then every
- * 0.2 s (for 6 s); otherwise 0.25 s doubling up to 4 s. */
+ * 0.2 s for 5 s, then every second for as long as a move may take (a SPICE console closes as
+ * the move starts); otherwise 0.25 s doubling up to 4 s. */
 export function reconnectDelay(code, attempt) {
-  if (code === ENDS.codes.VM_MOVED) return attempt === 1 ? 0 : 200;
+  if (code === ENDS.codes.VM_MOVED) return attempt === 1 ? 0 : attempt <= 25 ? 200 : 1000;
   return Math.min(4000, 250 * 2 ** (attempt - 1));
 }
 
 export function reconnectLimit(code) {
-  return code === ENDS.codes.VM_MOVED ? 30 : RECONNECT_ATTEMPTS;
+  return code === ENDS.codes.VM_MOVED ? 25 + MOVE_SECONDS : RECONNECT_ATTEMPTS;
 }
 
 let reconnect = null; // set by consolePage: connect again with a fresh ticket
