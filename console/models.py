@@ -762,3 +762,16 @@ class VmGrant(models.Model):
             raise ValidationError("Grant a role on a VM or on a host (all its VMs), not both.")
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError("Grant a role to a user or to a group, not both.")
+
+
+class DirectoryAccount(models.Model):
+    """An account that logs in through the directory (LDAP): its entry's DN, and when the portal
+    last read it, so that a user removed from the directory, or from its allowed group, loses
+    access within LDAP_RECHECK_SECONDS (console.directory)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="directory")
+    dn = models.CharField(max_length=512)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.dn

@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -77,6 +77,13 @@ class PortalLoginView(LoginView):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # django-auth-ldap could not reach the directory for this login (console.directory).
+        return {
+            **super().get_context_data(**kwargs),
+            "directory_unreachable": getattr(self.request, "directory_unreachable", False),
+        }
 
 
 @login_required

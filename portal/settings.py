@@ -181,6 +181,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "console.middleware.PortalErrorMiddleware",
+    "console.directory.DirectoryRecheckMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -265,6 +266,62 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:vm-list"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- LDAP login (console.directory): on when LDAP_SERVER_URI is set. Directory accounts log in
+# with their directory password; local accounts (the demo admin, break-glass administrators)
+# keep logging in with theirs, and a local account is never taken over by a directory entry of
+# the same name. The directory is read again every LDAP_RECHECK_SECONDS while a directory user
+# has pages or consoles open: removed from the directory or from LDAP_REQUIRE_GROUP, they are
+# logged out and their consoles end.
+LDAP_SERVER_URI = env_str("LDAP_SERVER_URI", "")
+LDAP_RECHECK_SECONDS = env_int("LDAP_RECHECK_SECONDS", 10)
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if LDAP_SERVER_URI:
+    import ldap
+    from django_auth_ldap.config import GroupOfNamesType, LDAPSearch, PosixGroupType
+
+    def _required(name: str) -> str:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            raise ImproperlyConfigured(f"LDAP_SERVER_URI is set, so {name} is needed too (see README, LDAP)")
+        return value
+
+    if not LDAP_SERVER_URI.startswith(("ldap://", "ldaps://")):
+        raise ImproperlyConfigured(
+            f"LDAP_SERVER_URI={LDAP_SERVER_URI!r}: expected ldaps://HOST or ldap://HOST"
+        )
+    AUTHENTICATION_BACKENDS = ["console.directory.DirectoryBackend", *AUTHENTICATION_BACKENDS]
+    AUTH_LDAP_SERVER_URI = LDAP_SERVER_URI
+    AUTH_LDAP_BIND_DN = env_str("LDAP_BIND_DN", "")
+    AUTH_LDAP_BIND_PASSWORD = env_str("LDAP_BIND_PASSWORD", "")
+    AUTH_LDAP_START_TLS = env_bool("LDAP_START_TLS", False)
+    AUTH_LDAP_USER_SEARCH = LDAPSearch(
+        _required("LDAP_USER_SEARCH_BASE"), ldap.SCOPE_SUBTREE, env_str("LDAP_USER_FILTER", "(uid=%(user)s)")
+    )
+    _posix = env_str("LDAP_GROUP_TYPE", "groupOfNames") == "posixGroup"
+    AUTH_LDAP_GROUP_SEARCH = LDAPSearch(
+        _required("LDAP_GROUP_SEARCH_BASE"),
+        ldap.SCOPE_SUBTREE,
+        "(objectClass=posixGroup)" if _posix else "(objectClass=groupOfNames)",
+    )
+    AUTH_LDAP_GROUP_TYPE = PosixGroupType() if _posix else GroupOfNamesType()
+    AUTH_LDAP_MIRROR_GROUPS = True  # the portal's groups (and their VM grants) follow the directory's
+    AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+    AUTH_LDAP_REQUIRE_GROUP = os.environ.get("LDAP_REQUIRE_GROUP") or None
+    AUTH_LDAP_USER_FLAGS_BY_GROUP = {
+        **({"is_active": AUTH_LDAP_REQUIRE_GROUP} if AUTH_LDAP_REQUIRE_GROUP else {}),
+        **({"is_staff": os.environ["LDAP_STAFF_GROUP"]} if os.environ.get("LDAP_STAFF_GROUP") else {}),
+    }
+    # A directory that does not answer costs a login a few seconds, not a hung worker.
+    # Certificates are always verified; LDAP_CA_FILE names the CA that signed the server's
+    # (else the system's). Set per connection, so NEWCTX comes last.
+    AUTH_LDAP_CONNECTION_OPTIONS = {
+        ldap.OPT_NETWORK_TIMEOUT: 3,
+        ldap.OPT_TIMEOUT: 5,
+        ldap.OPT_X_TLS_REQUIRE_CERT: ldap.OPT_X_TLS_DEMAND,
+        **({ldap.OPT_X_TLS_CACERTFILE: os.environ["LDAP_CA_FILE"]} if os.environ.get("LDAP_CA_FILE") else {}),
+        ldap.OPT_X_TLS_NEWCTX: 0,
+    }
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
