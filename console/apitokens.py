@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from console.directory import directory_recheck
+from console.accounts import accounts_recheck
 from console.models import ApiToken, ConsoleSession
 from console.notices import console_sessions_notify
 from console.sessions import open_sessions
@@ -60,7 +60,7 @@ def api_token_find(raw: str) -> ApiToken | None:
         ApiToken.objects.select_related("user").filter(key_hash=_hash(raw), revoked_at__isnull=True).first()
     )
     if token is not None:
-        directory_recheck([token.user])  # a directory account the directory dropped: inactive
+        accounts_recheck([token.user])  # a directory account the directory dropped: inactive
     now = timezone.now()
     if (
         token is None

@@ -19,17 +19,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib import messages
-from django.contrib.auth import BACKEND_SESSION_KEY, logout
 from django.utils import timezone
 from django_auth_ldap.backend import LDAPBackend, ldap_error, populate_user
 
 from console.models import DirectoryAccount
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
-    from django.http import HttpRequest, HttpResponse
+    from django.http import HttpRequest
 
     from console.auth import User
 
@@ -136,24 +134,3 @@ def directory_recheck(users: Iterable[User]) -> None:
             if not fresh.is_active:
                 logger.info("directory account %s left the portal's group: deactivated", user.username)
         DirectoryAccount.objects.filter(pk=account.pk).update(checked_at=timezone.now(), dn=account.dn)
-
-
-class DirectoryRecheckMiddleware:
-    """Logs out, at their next request, a directory user the directory no longer lets in."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if settings.LDAP_SERVER_URI and request.session.get(BACKEND_SESSION_KEY) == BACKEND:
-            user = request.user
-            if user.is_authenticated:
-                directory_recheck([user])
-                if not user.is_active:
-                    logout(request)  # ends their consoles at once (console.notices)
-                    messages.error(
-                        request,
-                        "Your directory account no longer gives access to the portal. "
-                        "Ask your administrator if this is a mistake.",
-                    )
-        return self.get_response(request)

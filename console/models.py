@@ -775,3 +775,24 @@ class DirectoryAccount(models.Model):
 
     def __str__(self) -> str:
         return self.dn
+
+
+class IdentityAccount(models.Model):
+    """An account that signs in through the OpenID Connect provider (console.sso): the provider's
+    subject for it, its tokens (encrypted; the portal reads the user's groups again with them)
+    and when it last did, so that a user the provider drops loses access within
+    OIDC_RECHECK_SECONDS."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identity")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    access_token = models.TextField(blank=True, help_text="Encrypted (Fernet).")
+    access_expires_at = models.DateTimeField(null=True, blank=True)
+    refresh_token = models.TextField(blank=True, help_text="Encrypted (Fernet).")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="identity_issuer_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"

@@ -30,7 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from console.access import vm_may_use, vm_shared_with
-from console.directory import directory_recheck
+from console.accounts import accounts_recheck
 from console.domainxml import GraphicsEndpoint, graphics_endpoint, has_serial_console
 from console.errors import ConsoleUnavailable, End, RateLimited, Refused
 from console.globalconfig import IDLE_TIMEOUT, MAX_SESSION, MAX_SESSIONS_PER_USER, config_int
@@ -314,7 +314,7 @@ def console_rights_check(ticket_ids: Iterable[int]) -> dict[int, End | None]:
     tickets = list(
         ConsoleTicket.objects.select_related("user", "vm", "api_token").filter(pk__in=set(ticket_ids))
     )
-    directory_recheck({t.user_id: t.user for t in tickets}.values())  # a directory drop: DEACTIVATED
+    accounts_recheck({t.user_id: t.user for t in tickets}.values())  # a directory drop: DEACTIVATED
     session_users = _session_users(t.session_key for t in tickets if t.session_key)
     now, idle, longest = timezone.now(), config_int(IDLE_TIMEOUT), config_int(MAX_SESSION)
     moving = spice_consoles_moving({t.vm_id for t in tickets if t.protocol == ConsoleProtocol.SPICE})

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, LogoutView
 from django.db import connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
@@ -44,6 +44,7 @@ from console.recordings import recording_file, recording_may_play, recording_pla
 from console.screenshots import vm_thumbnail
 from console.sessions import open_sessions
 from console.shares import console_share_create, console_share_end
+from console.sso import SESSION_ID_TOKEN, sso_enabled, sso_logout_url
 from console.tickets import IDLE_KINDS, console_endpoint, console_ticket_issue, serial_ticket_issue
 from console.vms import (
     LIST_PAGE_SIZE,
@@ -69,6 +70,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class PortalLogoutView(LogoutView):
+    """Django's logout (which ends the user's consoles, console.notices); a session that signed
+    in through the identity provider then continues to its end-session page."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        id_token = request.session.get(SESSION_ID_TOKEN, "")
+        response = super().post(request, *args, **kwargs)
+        if id_token and sso_enabled():
+            url = sso_logout_url(request, id_token)
+            if url:
+                return redirect(url)
+        return response
+
+
 class PortalLoginView(LoginView):
     """Django's login page, which first asks the database: when it does not answer, the page
     says so (503, the failure handler's words) rather than offering a form that cannot work."""
@@ -81,6 +96,7 @@ class PortalLoginView(LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         # django-auth-ldap could not reach the directory for this login (console.directory).
         return {
+            "sso_name": settings.OIDC_PROVIDER_NAME if sso_enabled() else "",
             **super().get_context_data(**kwargs),
             "directory_unreachable": getattr(self.request, "directory_unreachable", False),
         }

@@ -17,13 +17,15 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def _origin(url: str) -> list[str]:
+    """[scheme://host:port] of `url`, or [] when it is unset."""
+    parts = urlsplit(url)
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
+
+
 def content_security_policy(*, style_nonce: str = "") -> str:
     """The policy of every page; `style_nonce` also admits <style> elements carrying it."""
-    connect = ["'self'"]
-    if settings.CONSOLE_PROXY_URL:
-        parts = urlsplit(settings.CONSOLE_PROXY_URL)
-        if parts.scheme and parts.netloc:
-            connect.append(f"{parts.scheme}://{parts.netloc}")
+    connect = ["'self'", *_origin(settings.CONSOLE_PROXY_URL)]
     directives = {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
@@ -36,7 +38,8 @@ def content_security_policy(*, style_nonce: str = "") -> str:
         "connect-src": connect,
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
-        "form-action": ["'self'"],
+        # Logging out of a single sign-on session continues at the provider's end-session page.
+        "form-action": ["'self'", *_origin(settings.OIDC_ISSUER)],
         "frame-ancestors": ["'none'"],
     }
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())

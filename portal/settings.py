@@ -181,7 +181,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "console.middleware.PortalErrorMiddleware",
-    "console.directory.DirectoryRecheckMiddleware",
+    "console.accounts.AccountRecheckMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -322,6 +322,33 @@ if LDAP_SERVER_URI:
         **({ldap.OPT_X_TLS_CACERTFILE: os.environ["LDAP_CA_FILE"]} if os.environ.get("LDAP_CA_FILE") else {}),
         ldap.OPT_X_TLS_NEWCTX: 0,
     }
+
+# --- Single sign-on (console.sso): on when OIDC_ISSUER is set. The login page offers "Log in
+# with OIDC_PROVIDER_NAME" beside the local form; the provider's groups claim becomes the user's
+# portal groups (so grants to groups follow it), OIDC_ALLOWED_GROUPS admits, OIDC_STAFF_GROUPS
+# makes staff. The portal reads the user's claims again every OIDC_RECHECK_SECONDS while they
+# have pages or consoles open, with their tokens (refreshed as needed).
+OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "")
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid profile email")
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+OIDC_ALLOWED_GROUPS = env_list("OIDC_ALLOWED_GROUPS", [])
+OIDC_STAFF_GROUPS = env_list("OIDC_STAFF_GROUPS", [])
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_RECHECK_SECONDS = env_int("OIDC_RECHECK_SECONDS", 60)
+if OIDC_ISSUER:
+    if not OIDC_ISSUER.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ImproperlyConfigured(
+            f"OIDC_ISSUER={OIDC_ISSUER!r}: expected https://HOST/... (http only on loopback)"
+        )
+    if not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+        raise ImproperlyConfigured(
+            "OIDC_ISSUER is set, so OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are needed too"
+        )
+    if "openid" not in OIDC_SCOPES.split():
+        raise ImproperlyConfigured(f"OIDC_SCOPES={OIDC_SCOPES!r}: must include openid")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

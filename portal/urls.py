@@ -1,14 +1,16 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from api.v1 import api
-from console.views import PortalLoginView, console_ws_http
+from console.sso import sso_callback, sso_login
+from console.views import PortalLoginView, PortalLogoutView, console_ws_http
 from portal.health import healthz, metrics, readyz
 
 urlpatterns = [
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", PortalLogoutView.as_view(), name="logout"),
+    path("accounts/sso/login/", sso_login, name="sso-login"),
+    path("accounts/sso/callback/", sso_callback, name="sso-callback"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

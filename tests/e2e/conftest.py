@@ -81,6 +81,19 @@ class Portal:
         return process
 
 
+def grant_to_group(portal: Portal, group: str, role: str = "operator") -> None:
+    """Grant `role` on the demo VM to the portal group `group` (made if missing), as an
+    administrator would before anyone of it logged in."""
+    portal.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import Group; from console.models import VirtualMachine, VmGrant; "
+        f"group, _ = Group.objects.get_or_create(name='{group}'); "
+        f"VmGrant.objects.get_or_create(vm=VirtualMachine.objects.get(name='{portal.vm_name}'), "
+        f"group=group, role='{role}')",
+    )
+
+
 def virsh(*args: str) -> subprocess.CompletedProcess:
     from django.conf import settings
 

@@ -14,7 +14,7 @@ import requests
 
 from bench.browser import wait_until
 from tests.directory import Directory
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, grant_to_group
 from tests.e2e.test_attacks import Browser, close_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
@@ -36,14 +36,7 @@ def ldap_portal(portal, directory):
     served = portal.daphne("daphne-ldap", directory.portal_env(LDAP_RECHECK_SECONDS=str(RECHECK)))
     # The directory's group "vm-operators" is granted the demo VM (the group is made as an
     # administrator would, before anyone logged in through the directory).
-    portal.manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import Group; from console.models import VirtualMachine, VmGrant; "
-        "group, _ = Group.objects.get_or_create(name='vm-operators'); "
-        f"VmGrant.objects.get_or_create(vm=VirtualMachine.objects.get(name='{portal.vm_name}'), "
-        "group=group, role='operator')",
-    )
+    grant_to_group(portal, "vm-operators")
     return served
 
 
@@ -98,7 +91,7 @@ def test_a_directory_user_opens_the_granted_vm_and_loses_its_console_when_the_di
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{ldap_portal.url}/")
-    assert portal.vm_name in page.inner_text("main")  # granted to the directory group
+    assert portal.vm_name in page.inner_text("body")  # granted to the directory group
     page.click(f"a:text-is('{portal.vm_name}')")
     page.click("a.button:text-is('Console')")
     page.wait_for_selector("#status.connected", timeout=20000)
@@ -116,12 +109,12 @@ def test_a_directory_user_opens_the_granted_vm_and_loses_its_console_when_the_di
     time.sleep(RECHECK + 0.5)
     page.goto(f"{ldap_portal.url}/")
     page.wait_for_url(re.compile(r".*/accounts/login/.*"))
-    assert "no longer gives access" in page.inner_text("main")
+    assert "no longer gives access" in page.inner_text("body")
     # And cannot log in again.
     page.fill("#id_username", uid)
     page.fill("#id_password", password)
     page.click("button[type=submit]")
-    assert "didn't match" in page.inner_text("main")
+    assert "didn't match" in page.inner_text("body")
 
 
 def test_a_directory_removal_ends_the_console_of_a_user_making_no_requests(
