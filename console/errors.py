@@ -39,6 +39,17 @@ class NotFound(PortalError):
     code = "not_found"
 
 
+class SecondFactorRequired(PortalError):
+    """A fresh second factor is needed first (two-factor authentication's step-up)."""
+
+    status = 403
+    code = "second_factor_required"
+
+    def __init__(self, message: str, *, verify_url: str) -> None:
+        super().__init__(message)
+        self.verify_url = verify_url
+
+
 class StaffOnly(PortalError):
     status = 403
     code = "staff_only"

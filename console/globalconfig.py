@@ -168,6 +168,29 @@ DEFINITIONS: dict[str, ConfigDefinition] = {
                 "Every playback is recorded."
             ),
         ),
+        ConfigDefinition(
+            category="auth",
+            name="twoFactorForStaff",
+            type="boolean",
+            default="false",
+            description=(
+                "Staff must use two-factor authentication (TOTP): a staff user without it is sent "
+                "to set it up before anything else, and one with it must give a code after the "
+                "password. Users who set it up always give a code."
+            ),
+        ),
+        ConfigDefinition(
+            category="auth",
+            name="stepUpMinutes",
+            type="integer",
+            default="0",
+            minimum=0,
+            description=(
+                "Opening a console, a serial console or a .vv file asks a user who has two-factor "
+                "authentication for a fresh code when their last one is older than this many "
+                "minutes. 0: never (the code given at login stands)."
+            ),
+        ),
     ]
 }
 RECORDING = "console.recording"
@@ -179,6 +202,8 @@ CLIPBOARD = "console.clipboard"
 IDLE_TIMEOUT = "console.idleTimeoutMinutes"
 MAX_SESSION = "console.maxSessionMinutes"
 MAX_SESSIONS_PER_USER = "console.maxSessionsPerUser"
+TWO_FACTOR_STAFF = "auth.twoFactorForStaff"
+STEP_UP_MINUTES = "auth.stepUpMinutes"
 
 
 def config_int(key: str) -> int:

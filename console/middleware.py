@@ -9,9 +9,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
-from console.errors import PortalError
+from console.errors import PortalError, SecondFactorRequired
 from console.hypervisor import HypervisorError, HypervisorUnavailable
 from console.models import Host
 
@@ -48,7 +48,11 @@ class PortalErrorMiddleware:
             body: dict[str, object] = {"error": message, "code": exception.code}
             if "Retry-After" in exception.headers():
                 body["retryAfter"] = int(exception.headers()["Retry-After"])
+            if isinstance(exception, SecondFactorRequired):
+                body["verifyUrl"] = exception.verify_url  # the page goes there, and comes back
             response = JsonResponse(body, status=exception.status)
+        elif isinstance(exception, SecondFactorRequired):
+            response = redirect(exception.verify_url)
         elif isinstance(exception, HypervisorUnavailable):
             host = (
                 Host.objects.filter(name=exception.host).first()

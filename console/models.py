@@ -690,6 +690,8 @@ class AuthEvent(models.Model):
         LOGIN = "login"
         LOGOUT = "logout"
         REFUSED = "login refused"
+        SECOND_FACTOR = "second factor"
+        SECOND_FACTOR_REFUSED = "factor refused"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, help_text="As typed, for a refused login.")

@@ -25,7 +25,15 @@ from console.access import vm_get_for_user, vm_get_for_watching, vm_may_administ
 from console.apitokens import api_token_create, api_token_revoke
 from console.automation import vm_keys, vm_layout, vm_type
 from console.errors import ConsoleUnavailable, PortalError, RateLimited, VmStateConflict, end_table
-from console.globalconfig import CLIPBOARD, IDLE_TIMEOUT, RECORDING_PLAYBACK, config_int, config_value
+from console.globalconfig import (
+    CLIPBOARD,
+    IDLE_TIMEOUT,
+    RECORDING_PLAYBACK,
+    STEP_UP_MINUTES,
+    TWO_FACTOR_STAFF,
+    config_int,
+    config_value,
+)
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
 from console.keyboard import KEY_MENU, LAYOUT_CHOICES
 from console.livemigration import live_migration_payload, vm_migrate
@@ -46,6 +54,19 @@ from console.sessions import open_sessions
 from console.shares import console_share_create, console_share_end
 from console.sso import SESSION_ID_TOKEN, sso_enabled, sso_logout_url
 from console.tickets import IDLE_KINDS, console_endpoint, console_ticket_issue, serial_ticket_issue
+from console.twofactor import (
+    recovery_codes_renew,
+    safe_next,
+    second_factor_verify,
+    second_factor_wait,
+    step_up_check,
+    totp_enrolment,
+    totp_enrolment_confirm,
+    totp_qr_data_uri,
+    totp_secret,
+    two_factor_enabled,
+    two_factor_remove,
+)
 from console.vms import (
     LIST_PAGE_SIZE,
     VmListQuery,
@@ -68,6 +89,66 @@ if TYPE_CHECKING:
     from console.vvfiles import VvDownload
 
 logger = logging.getLogger(__name__)
+
+
+@login_required
+@never_cache
+def two_factor(request: AuthenticatedRequest) -> HttpResponse:
+    """Set up two-factor authentication (an authenticator and recovery codes), make new
+    recovery codes, or turn it off (with a code, unless policy keeps it on)."""
+    user = request.user
+    required_by_policy = user.is_staff and config_value(TWO_FACTOR_STAFF) == "true"
+    codes = None
+    if request.method == "POST":
+        action = request.POST.get("action")
+        code = request.POST.get("code", "")
+        if action == "confirm":
+            codes = totp_enrolment_confirm(request, user, code)
+            if codes is None:
+                messages.error(request, "That code is not right: type the 6 digits the app shows now.")
+                return redirect("two-factor")
+        elif action == "renew" and two_factor_enabled(user):
+            codes = recovery_codes_renew(user)
+        elif action == "remove" and not required_by_policy:
+            if second_factor_verify(request, user, code):
+                two_factor_remove(user)
+                messages.success(request, "Two-factor authentication is off.")
+            else:
+                messages.error(request, "That code is not right; two-factor authentication stays on.")
+            return redirect("two-factor")
+    context: dict[str, Any] = {
+        "enabled": two_factor_enabled(user),
+        "required_by_policy": required_by_policy,
+        "recovery_codes": codes,
+        "step_up_minutes": config_int(STEP_UP_MINUTES),
+    }
+    if not context["enabled"]:
+        device = totp_enrolment(user)
+        context.update(qr=totp_qr_data_uri(device), secret=totp_secret(device))
+    return render(request, "registration/two_factor.html", context)
+
+
+@login_required
+@never_cache
+def two_factor_verify(request: AuthenticatedRequest) -> HttpResponse:
+    """The code after the password (or before a console, for step-up)."""
+    wanted = safe_next(
+        request, request.POST.get("next") or request.GET.get("next", ""), settings.LOGIN_REDIRECT_URL
+    )
+    if not two_factor_enabled(request.user):
+        return redirect(wanted)
+    refused = False
+    if request.method == "POST":
+        if second_factor_verify(request, request.user, request.POST.get("code", "")):
+            return redirect(wanted)
+        refused = True
+    context = {
+        "next": wanted,
+        "refused": refused,
+        "wait": second_factor_wait(request.user) if refused else 0,
+        "step_up": request.user.is_verified(),  # type: ignore[attr-defined]  # OTPMiddleware's
+    }
+    return render(request, "registration/two_factor_verify.html", context, status=400 if refused else 200)
 
 
 class PortalLogoutView(LogoutView):
@@ -294,6 +375,7 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     (a libvirt round trip) runs while the browser fetches the client. `?view_only=1`
     opens it to watch only; a user the console is shared with always watches only."""
     vm, must_watch = vm_get_for_watching(user=request.user, vm_id=vm_id)
+    step_up_check(request, request.get_full_path())
     view_only = must_watch or request.GET.get("view_only") == "1"
     try:
         endpoint, _ = console_endpoint(vm)
@@ -331,6 +413,8 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
 def vm_console_ticket(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A ticket for the console page (JSON): when it loads, and again for Reconnect."""
     vm, must_watch = vm_get_for_watching(user=request.user, vm_id=vm_id)
+    request.json_errors = True  # type: ignore[attr-defined]  # read by PortalErrorMiddleware
+    step_up_check(request, reverse("console:vm-console", args=[vm.id]))
     view_only = must_watch or request.GET.get("view_only") == "1"
     # websockify runs the same gate as the portal's own WebSocket (watchers' filters included).
     kind = ConsoleTicket.Kind.WEBSOCKIFY if settings.CONSOLE_PROXY_URL else ConsoleTicket.Kind.BROWSER
@@ -371,6 +455,7 @@ def _ticket_response(
 def vm_serial(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The serial console page (xterm.js). Its ticket is asked for by the page as it loads."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    step_up_check(request, request.get_full_path())
     status = vm_status(vm)
     if not status.is_active:
         context = {
@@ -401,6 +486,8 @@ def vm_serial(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
 def vm_serial_ticket(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A ticket for the serial console page (JSON): when it loads, and again for Reconnect."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    request.json_errors = True  # type: ignore[attr-defined]  # read by PortalErrorMiddleware
+    step_up_check(request, reverse("console:vm-serial", args=[vm.id]))
     return _ticket_response(
         request,
         vm,
@@ -516,6 +603,7 @@ def console_ws_http(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
 def vm_console_vv(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """A .vv file that opens the running VM's console in virt-viewer."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
+    step_up_check(request, vm.get_absolute_url())
     preference, _ = ConsolePreference.objects.get_or_create(user=request.user)
     if request.POST.get("preferences") == "1":  # the form's checkbox, remembered for next time
         preference.vv_fullscreen = request.POST.get("fullscreen") == "1"

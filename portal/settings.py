@@ -168,6 +168,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "django_otp",  # two-factor authentication (console.twofactor)
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "ninja",  # the API's docs page and its static files
     "console",
 ]
@@ -178,10 +181,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "console.middleware.PortalErrorMiddleware",
     "console.accounts.AccountRecheckMiddleware",
+    "console.twofactor.TwoFactorMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -266,6 +271,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:vm-list"
 LOGOUT_REDIRECT_URL = "login"
+OTP_TOTP_ISSUER = "VM consoles"  # what authenticator apps call the portal's codes
 
 # --- LDAP login (console.directory): on when LDAP_SERVER_URI is set. Directory accounts log in
 # with their directory password; local accounts (the demo admin, break-glass administrators)

@@ -3,12 +3,14 @@ from django.urls import include, path
 
 from api.v1 import api
 from console.sso import sso_callback, sso_login
-from console.views import PortalLoginView, PortalLogoutView, console_ws_http
+from console.views import PortalLoginView, PortalLogoutView, console_ws_http, two_factor, two_factor_verify
 from portal.health import healthz, metrics, readyz
 
 urlpatterns = [
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
     path("accounts/logout/", PortalLogoutView.as_view(), name="logout"),
+    path("accounts/two-factor/", two_factor, name="two-factor"),
+    path("accounts/two-factor/verify/", two_factor_verify, name="two-factor-verify"),
     path("accounts/sso/login/", sso_login, name="sso-login"),
     path("accounts/sso/callback/", sso_callback, name="sso-callback"),
     path("admin/", admin.site.urls),

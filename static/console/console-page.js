@@ -68,6 +68,8 @@ export async function freshTicket() {
   }
   const body = await response.json().catch(() => ({ error: `the portal answered ${response.status}` }));
   if (!response.ok) {
+    // Step-up: a fresh code first (console.twofactor); its page brings the user back here.
+    if (body.code === "second_factor_required" && body.verifyUrl) window.location.assign(body.verifyUrl);
     const error = new Error(body.error || `the portal answered ${response.status}`);
     throw Object.assign(error, { retryable: response.status >= 500 });
   }
