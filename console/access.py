@@ -60,6 +60,17 @@ def vm_shared_with(user: User, vm: VirtualMachine) -> bool:
     return vm.shares.filter(viewer=user, ended_at__isnull=True).exists() or vm_role(user, vm) is not None
 
 
+def vms_administered_by(user: User) -> QuerySet[VirtualMachine]:
+    """The VMs `user` holds the admin role on without being staff: theirs, or granted admin on
+    them or their host (to them or a group of theirs)."""
+    if not user.is_authenticated or not user.is_active:
+        return VirtualMachine.objects.none()
+    admin = VmGrant.objects.filter(grants_for(user), role=VmGrant.Role.ADMIN)
+    return VirtualMachine.objects.filter(
+        Q(owner=user) | Q(pk__in=admin.values("vm_id")) | Q(host_id__in=admin.values("host_id"))
+    )
+
+
 def vms_watchable_by(user: User) -> QuerySet[VirtualMachine]:
     """The VMs `user` may only watch: shared with them, or granted as a viewer."""
     if not user.is_authenticated or not user.is_active:

@@ -162,10 +162,12 @@ DEFINITIONS: dict[str, ConfigDefinition] = {
             name="recordingPlayback",
             type="string",
             default="staff",
-            valid_values=("staff", "staff-and-user"),
+            valid_values=("staff", "staff-and-user", "staff-and-vm-admins", "staff-vm-admins-and-user"),
             description=(
-                "Who may play a recording back: staff, or staff and the user whose session it is. "
-                "Every playback is recorded."
+                "Who may play a recording back: staff; staff and the user whose session it is; "
+                "staff and the VM's admins (its owner and those granted the admin role on it or "
+                "its host); or all three. Decided by the access module, so a grant taken back "
+                "ends a playback. Every playback is recorded."
             ),
         ),
         ConfigDefinition(

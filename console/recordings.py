@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from console.access import vms_administered_by
 from console.globalconfig import (
     RECORD_KEYSTROKES,
     RECORDING,
@@ -268,12 +270,26 @@ class Recorder:
 # -- who may play what, and the sweep -------------------------------------------------------------
 
 
-def recording_may_play(*, user: User, recording: ConsoleRecording) -> bool:
+def recordings_playable_by(user: User) -> QuerySet[ConsoleRecording]:
+    """The recordings `user` may play, by console.recordingPlayback: every one for staff; their
+    own sessions' and those of VMs they administer (console.access) when the policy says so."""
+    rows = ConsoleRecording.objects.all()
     if not user.is_authenticated or not user.is_active:
-        return False
+        return rows.none()
     if user.is_staff:
-        return True
-    return config_value(RECORDING_PLAYBACK) == "staff-and-user" and recording.user_id == user.pk
+        return rows
+    policy = config_value(RECORDING_PLAYBACK)
+    allowed = Q(pk__in=[])
+    if policy in ("staff-and-user", "staff-vm-admins-and-user"):
+        allowed |= Q(user=user)
+    if policy in ("staff-and-vm-admins", "staff-vm-admins-and-user"):
+        allowed |= Q(vm__in=vms_administered_by(user))
+    return rows.filter(allowed)
+
+
+def recording_may_play(*, user: User, recording: ConsoleRecording) -> bool:
+    """Whether `user` may play `recording` now (asked again while a playback streams)."""
+    return recordings_playable_by(user).filter(pk=recording.pk).exists()
 
 
 def recording_played(*, recording: ConsoleRecording, user: User, via: str) -> None:

@@ -48,7 +48,13 @@ from console.models import (
     VirtualMachine,
 )
 from console.origins import client_ip, request_origin
-from console.recordings import recording_file, recording_may_play, recording_played, recording_policy
+from console.recordings import (
+    recording_file,
+    recording_may_play,
+    recording_played,
+    recording_policy,
+    recordings_playable_by,
+)
 from console.screenshots import vm_thumbnail
 from console.sessions import open_sessions
 from console.shares import console_share_create, console_share_end
@@ -648,12 +654,11 @@ def _recording_for(request: AuthenticatedRequest, recording_id: int) -> ConsoleR
 
 @login_required
 def recordings(request: AuthenticatedRequest) -> HttpResponse:
-    """Recorded console sessions: everyone's for staff; a user's own when the policy lets them."""
-    rows = ConsoleRecording.objects.select_related("session", "vm", "user")
-    if not request.user.is_staff:
-        if config_value(RECORDING_PLAYBACK) != "staff-and-user":
-            raise Http404("No such page.")
-        rows = rows.filter(user=request.user)
+    """Recorded console sessions: everyone's for staff; a user's own, and their VMs' as their
+    admin, when the policy lets them."""
+    if not request.user.is_staff and config_value(RECORDING_PLAYBACK) == "staff":
+        raise Http404("No such page.")
+    rows = recordings_playable_by(request.user).select_related("session", "vm", "user")
     return render(request, "console/recordings.html", {"recordings": rows[:200]})
 
 

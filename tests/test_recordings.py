@@ -341,3 +341,30 @@ async def test_the_spice_replay_checks_who_asks(user, other_user, vm, recordings
     binary, _, _ = await _received(comm)  # the session's own user, when the policy says so
     assert binary[-1] == b"draw 2"
     await comm.disconnect()
+
+
+def test_the_vms_admins_play_its_recordings_when_the_policy_says_so_and_lose_them_with_the_grant(
+    client, user, other_user, vm
+):
+    """A user granted admin on the VM (here through a group) may play another user's recording
+    of it under staff-and-vm-admins; a viewer may not; taking the grant back takes it away."""
+    from django.contrib.auth.models import Group
+
+    from console.models import VmGrant
+
+    recording = _recording(user, vm, path="theirs.rec")
+    team = Group.objects.create(name="vm-admins")
+    other_user.groups.add(team)
+    grant = VmGrant.objects.create(vm=vm, group=team, role=VmGrant.Role.ADMIN)
+    assert not recording_may_play(user=other_user, recording=recording)  # the policy: staff
+    _set("console.recordingPlayback", "staff-and-vm-admins")
+    assert recording_may_play(user=other_user, recording=recording)
+    assert recording_may_play(user=user, recording=recording)  # the VM's owner is its admin
+    client.force_login(other_user)
+    assert f"/recordings/{recording.pk}/" in client.get("/recordings/").content.decode()
+    grant.role = VmGrant.Role.VIEWER
+    grant.save()
+    assert not recording_may_play(user=other_user, recording=recording)
+    assert f"/recordings/{recording.pk}/" not in client.get("/recordings/").content.decode()
+    _set("console.recordingPlayback", "staff-vm-admins-and-user")
+    assert not recording_may_play(user=other_user, recording=recording)  # a viewer, not its user

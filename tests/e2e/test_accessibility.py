@@ -42,6 +42,7 @@ def test_every_page_has_no_serious_accessibility_violation(page, portal):
         ("API tokens", "/account/tokens/"),
         ("live consoles", "/consoles/live/"),
         ("recordings", "/recordings/"),
+        ("two-factor set-up", "/accounts/two-factor/"),
     ):
         page.goto(f"{portal.url}{path}")
         found[name] = violations(page)
@@ -55,6 +56,7 @@ def test_every_page_has_no_serious_accessibility_violation(page, portal):
         ("VM list, dark", "/"),
         ("VM page, dark", f"/vms/{vm_id}/"),
         ("tokens, dark", "/account/tokens/"),
+        ("two-factor set-up, dark", "/accounts/two-factor/"),
     ):
         page.goto(f"{portal.url}{path}")
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 21, 26)"

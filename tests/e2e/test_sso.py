@@ -12,6 +12,7 @@ import pytest
 from bench.browser import wait_until
 from bench.setup import free_port
 from tests.e2e.conftest import grant_to_group, login
+from tests.e2e.test_accessibility import violations
 from tests.e2e.test_attacks import Browser
 from tests.identity_provider import IdentityProvider
 
@@ -140,6 +141,12 @@ def test_a_replayed_answer_is_refused(page, sso_portal, provider):
     page.wait_for_url(f"{sso_portal.url}/")
     page.goto(callbacks[0])  # the same code and state again
     assert "already used (a replayed answer)" in _refused(page)
+
+
+def test_the_login_page_with_single_sign_on_is_accessible(page, sso_portal):
+    page.goto(f"{sso_portal.url}/accounts/login/")
+    assert page.inner_text("#sso-login") == "Log in with Test IdP"
+    assert violations(page) == []
 
 
 def test_who_may_not_sign_in(page, sso_portal, provider):
