@@ -5,8 +5,9 @@ through here; a VM someone may not use is reported as not found, so its existenc
 
 Rights: the VM's owner and staff have them all; otherwise the highest role granted (VmGrant)
 on the VM or on its host, to the user or to one of their groups: viewer (watch the console),
-operator (console, serial, .vv, power, typing) or admin (that and sharing). A console share
-lets its viewer watch. Open consoles are rechecked through here, so a grant removed ends them.
+operator (console, serial, .vv, power, typing) or admin (that and sharing), or given by a
+console share for its time box (viewer or operator). Open consoles are rechecked through here,
+so a grant removed, or a share ended or expired, ends them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from console.models import VirtualMachine, VmGrant
+from console.models import ConsoleShare, VirtualMachine, VmGrant
 
 if TYPE_CHECKING:
     from console.auth import User
@@ -39,6 +40,9 @@ def vm_role(user: User, vm: VirtualMachine) -> str | None:
         return VmGrant.Role.ADMIN
     on_it = Q(vm=vm) | Q(host_id=vm.host_id)
     roles = [str(r) for r in VmGrant.objects.filter(grants_for(user), on_it).values_list("role", flat=True)]
+    roles += [
+        str(r) for r in ConsoleShare.objects.live().filter(vm=vm, viewer=user).values_list("role", flat=True)
+    ]
     return max(roles, key=lambda role: ROLE_RANK[role], default=None)
 
 
@@ -55,9 +59,7 @@ def vm_may_administer(user: User, vm: VirtualMachine) -> bool:
 
 def vm_shared_with(user: User, vm: VirtualMachine) -> bool:
     """Whether `user` may watch the VM's console (read-only) now: a share, or a viewer grant."""
-    if not user.is_authenticated or not user.is_active:
-        return False
-    return vm.shares.filter(viewer=user, ended_at__isnull=True).exists() or vm_role(user, vm) is not None
+    return vm_role(user, vm) is not None
 
 
 def vms_administered_by(user: User) -> QuerySet[VirtualMachine]:
@@ -76,9 +78,10 @@ def vms_watchable_by(user: User) -> QuerySet[VirtualMachine]:
     if not user.is_authenticated or not user.is_active:
         return VirtualMachine.objects.none()
     viewer = VmGrant.objects.filter(grants_for(user), role=VmGrant.Role.VIEWER)
+    shared = ConsoleShare.objects.live().filter(viewer=user, role=ConsoleShare.Role.VIEWER)
     return (
         VirtualMachine.objects.filter(
-            Q(shares__viewer=user, shares__ended_at__isnull=True)
+            Q(pk__in=shared.values("vm_id"))
             | Q(pk__in=viewer.values("vm_id"))
             | Q(host_id__in=viewer.values("host_id"))
         )

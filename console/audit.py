@@ -116,7 +116,15 @@ def _closed(s: ConsoleSession) -> dict:
 
 
 def _shared(s: ConsoleShare) -> dict:
-    return _row(s.created_at, "share", "share", _name(s.shared_by), s.vm.name, f"with {_name(s.viewer)}")
+    until = f" until {s.expires_at:%Y-%m-%d %H:%M} UTC" if s.expires_at else ""
+    return _row(
+        s.created_at,
+        "share",
+        "share",
+        _name(s.shared_by),
+        s.vm.name,
+        f"with {_name(s.viewer)} as {s.role}{until}",
+    )
 
 
 def _unshared(s: ConsoleShare) -> dict:

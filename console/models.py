@@ -13,6 +13,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from console.keyboard import DEFAULT_LAYOUT, LAYOUT_CHOICES
 
@@ -225,7 +226,8 @@ def validate_kernel_cmdline(value: str) -> None:
 class VirtualMachineQuerySet(models.QuerySet):
     def visible_to(self, user: User) -> VirtualMachineQuerySet:
         """The VMs a user may see and operate: their own, those an operator or admin grant gives
-        them (on the VM or its host, to them or a group of theirs), or all of them for staff."""
+        them (on the VM or its host, to them or a group of theirs) or an operator share in its
+        time box, or all of them for staff."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
         if user.is_staff:
@@ -234,8 +236,12 @@ class VirtualMachineQuerySet(models.QuerySet):
             Q(user=user) | Q(group__in=user.groups.all()),
             role__in=[VmGrant.Role.OPERATOR, VmGrant.Role.ADMIN],
         )
+        shared = ConsoleShare.objects.live().filter(viewer=user, role=ConsoleShare.Role.OPERATOR)
         return self.filter(
-            Q(owner=user) | Q(pk__in=operate.values("vm_id")) | Q(host_id__in=operate.values("host_id"))
+            Q(owner=user)
+            | Q(pk__in=operate.values("vm_id"))
+            | Q(host_id__in=operate.values("host_id"))
+            | Q(pk__in=shared.values("vm_id"))
         )
 
 
@@ -524,8 +530,22 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…) of {self.user}"
 
 
+class ConsoleShareQuerySet(models.QuerySet):
+    def live(self) -> ConsoleShareQuerySet:
+        """Shares in force now: not ended, not past their time box."""
+        return self.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()), ended_at__isnull=True
+        )
+
+
 class ConsoleShare(models.Model):
-    """A VM's console shared with another user to watch, read-only, until its owner ends it."""
+    """A VM's console shared with another user for a time box: to watch it (viewer), or to use
+    it as an operator does (console with keys, serial console, .vv, power), until it expires or
+    its owner ends it."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "viewer (watch the console)"
+        OPERATOR = "operator", "operator (console, serial, .vv, power)"
 
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="shares")
     viewer = models.ForeignKey(
@@ -534,8 +554,12 @@ class ConsoleShare(models.Model):
     shared_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="The end of its time box.")
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ConsoleShareQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -1,10 +1,14 @@
-"""Sharing a VM's console with another user, to watch it read-only."""
+"""Sharing a VM's console with another user for a time box: to watch it (viewer) or to use it
+as an operator (console with keys, serial console, .vv, power). The share ends when its time is
+up or its owner stops it; open consoles end with it (console.access, at their next recheck)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
+from django.db.models import F
 from django.utils import timezone
 
 from console.models import ConsoleShare
@@ -16,17 +20,40 @@ if TYPE_CHECKING:
     from console.models import VirtualMachine
 
 
-def console_share_create(*, vm: VirtualMachine, username: str, by: User) -> ConsoleShare:
-    """Share `vm`'s console with the user named `username`, to watch read-only; ValueError says
-    why not (no such user, the owner themself, already shared)."""
+# How long a share may last (hours), as the page offers them.
+SHARE_HOURS = {1: "1 hour", 4: "4 hours", 8: "8 hours", 24: "1 day", 168: "7 days"}
+SHARE_HOURS_DEFAULT = 8
+
+
+def console_share_create(
+    *,
+    vm: VirtualMachine,
+    username: str,
+    by: User,
+    role: str = ConsoleShare.Role.VIEWER,
+    hours: int = SHARE_HOURS_DEFAULT,
+) -> ConsoleShare:
+    """Share `vm`'s console with the user named `username` as `role` for `hours`; ValueError
+    says why not (no such user, the owner themself, already shared, a role or time not offered)."""
+    if role not in ConsoleShare.Role.values:
+        raise ValueError(f"{role!r} is not a share's role: viewer or operator.")
+    if hours not in SHARE_HOURS:
+        raise ValueError(f"A share lasts {', '.join(SHARE_HOURS.values())}, not {hours!r} hours.")
     viewer = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
     if viewer is None:
         raise ValueError(f"There is no active user {username.strip()!r}.")
     if viewer.pk == vm.owner_id:
         raise ValueError(f"{username} owns {vm.name} already.")
+    now = timezone.now()
+    # A share past its time box is over: recorded as ended then, so a new one may start.
+    ConsoleShare.objects.filter(vm=vm, viewer=viewer, ended_at__isnull=True, expires_at__lte=now).update(
+        ended_at=F("expires_at")
+    )
     if ConsoleShare.objects.filter(vm=vm, viewer=viewer, ended_at__isnull=True).exists():
-        raise ValueError(f"{vm.name} is shared with {username} already.")
-    return ConsoleShare.objects.create(vm=vm, viewer=viewer, shared_by=by)
+        raise ValueError(f"{vm.name} is shared with {username} already; stop that share first.")
+    return ConsoleShare.objects.create(
+        vm=vm, viewer=viewer, shared_by=by, role=role, expires_at=now + timedelta(hours=hours)
+    )
 
 
 def console_share_end(*, vm: VirtualMachine, share_id: int) -> bool:

@@ -43,6 +43,7 @@ from console.models import (
     ConsoleProtocol,
     ConsoleRecording,
     ConsoleSession,
+    ConsoleShare,
     ConsoleTicket,
     Host,
     VirtualMachine,
@@ -57,7 +58,7 @@ from console.recordings import (
 )
 from console.screenshots import vm_thumbnail
 from console.sessions import open_sessions
-from console.shares import console_share_create, console_share_end
+from console.shares import SHARE_HOURS, SHARE_HOURS_DEFAULT, console_share_create, console_share_end
 from console.sso import SESSION_ID_TOKEN, sso_enabled, sso_logout_url
 from console.tickets import IDLE_KINDS, console_endpoint, console_ticket_issue, serial_ticket_issue
 from console.twofactor import (
@@ -237,7 +238,7 @@ def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     consoles = every_open.select_related("user").order_by("started_at")
     if not request.user.is_staff:
         consoles = consoles.filter(user=request.user)
-    shares = list(vm.shares.filter(ended_at__isnull=True).select_related("viewer"))
+    shares = list(vm.shares.live().select_related("viewer"))
     # Who watches now: the viewers' open sessions, which an owner who is not staff sees only
     # this way (their list of consoles holds their own).
     watching = set(
@@ -251,6 +252,9 @@ def vm_detail(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
             "status": vm_status(vm),
             "open_consoles": consoles,
             "shares": [(share, share.viewer_id in watching) for share in shares],
+            "share_roles": ConsoleShare.Role.choices,
+            "share_hours": SHARE_HOURS.items(),
+            "share_hours_default": SHARE_HOURS_DEFAULT,
             "events": vm.events.select_related("user")[:10],
             "vv_fullscreen": preference.vv_fullscreen if preference else False,
             "move_targets": (
@@ -551,21 +555,40 @@ def api_tokens(request: AuthenticatedRequest) -> HttpResponse:
 @require_POST
 def vm_share(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     """The owner (staff, an admin of the VM) shares the VM's console with another user, to
-    watch read-only."""
+    watch read-only or to use as an operator, for a time."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     if not vm_may_administer(request.user, vm):
         messages.error(request, "Only the VM's owner, its admins and staff share its console.")
         return redirect(vm)
     try:
-        share = console_share_create(vm=vm, username=request.POST.get("username", ""), by=request.user)
+        share = console_share_create(
+            vm=vm,
+            username=request.POST.get("username", ""),
+            by=request.user,
+            role=request.POST.get("role", ConsoleShare.Role.VIEWER),
+            hours=_whole(request.POST.get("hours"), SHARE_HOURS_DEFAULT),
+        )
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
+        what = "use" if share.role == ConsoleShare.Role.OPERATOR else "watch (read-only)"
+        until = (
+            timezone.localtime(share.expires_at).strftime("%Y-%m-%d %H:%M")
+            if share.expires_at
+            else "you stop it"
+        )
         messages.success(
-            request,
-            f"{share.viewer.get_username()} may now watch {vm.name}'s console, read-only, until you stop it.",
+            request, f"{share.viewer.get_username()} may now {what} {vm.name}'s console until {until}."
         )
     return redirect(vm)
+
+
+def _whole(raw: str | None, default: int) -> int:
+    """A form's whole number (a value not offered is refused by what takes it)."""
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return -1
 
 
 @login_required

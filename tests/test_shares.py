@@ -20,7 +20,7 @@ def test_the_owner_shares_and_stops_sharing(client, user, other_user, vm):
     share = ConsoleShare.objects.get()
     assert (share.viewer, share.shared_by, share.ended_at) == (other_user, user, None)
     page = client.get(f"/vms/{vm.id}/").content.decode()
-    assert f"{other_user.username} — not connected" in page
+    assert f"{other_user.username} (viewer) — not connected" in page
     again = client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username}, follow=True)
     assert "is shared with mallory already" in again.content.decode()
     client.post(f"/vms/{vm.id}/shares/{share.id}/end/")
@@ -88,4 +88,43 @@ def test_an_owner_who_is_not_staff_sees_who_watches_now(client, user, other_user
         user=other_user, vm=vm, via="channels", protocol="vnc", seen_at=timezone.now()
     )
     page = client.get(f"/vms/{vm.id}/").content.decode()
-    assert f"{other_user.username} — <strong>watching now</strong>" in page
+    assert f"{other_user.username} (viewer) — <strong>connected now</strong>" in page
+
+
+def test_an_operator_share_lets_them_use_the_vm_for_its_time_box(client, user, other_user, vm):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.force_login(user)
+    client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username, "role": "operator", "hours": "4"})
+    share = ConsoleShare.objects.get()
+    assert share.role == "operator"
+    assert timedelta(hours=3, minutes=59) < share.expires_at - timezone.now() <= timedelta(hours=4)
+    client.force_login(other_user)
+    assert client.get(f"/vms/{vm.id}/").status_code == 200  # their VM to operate, for now
+    assert client.post(f"/vms/{vm.id}/console/ticket/").status_code == 409  # past the access check
+    assert client.post(f"/vms/{vm.id}/shares/", {"username": "root"}).status_code == 302  # not an admin:
+    assert ConsoleShare.objects.count() == 1  # sharing on needs the admin role
+    ConsoleShare.objects.filter(pk=share.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert client.get(f"/vms/{vm.id}/").status_code == 404  # the time box is over
+    assert client.post(f"/vms/{vm.id}/console/ticket/").status_code == 404
+    # The owner may share again: the expired share is recorded as ended at its time.
+    client.force_login(user)
+    client.post(f"/vms/{vm.id}/shares/", {"username": other_user.username})
+    assert ConsoleShare.objects.filter(ended_at__isnull=True).count() == 1
+    assert ConsoleShare.objects.get(pk=share.pk).ended_at is not None
+
+
+def test_a_share_refuses_roles_and_times_not_offered(client, user, other_user, vm):
+    client.force_login(user)
+    for form, said in (
+        ({"role": "admin"}, "not a share&#x27;s role"),
+        ({"hours": "100000"}, "A share lasts 1 hour, 4 hours"),
+        ({"hours": "x"}, "A share lasts"),
+    ):
+        response = client.post(
+            f"/vms/{vm.id}/shares/", {"username": other_user.username, **form}, follow=True
+        )
+        assert said in response.content.decode(), form
+    assert not ConsoleShare.objects.exists()

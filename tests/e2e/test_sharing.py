@@ -42,7 +42,7 @@ def test_a_watcher_sees_the_console_and_cannot_type_into_it(browser, page, porta
         wait_for_canvas(viewer, CANVAS["vnc"], lambda s: s["colours"] >= 2 and s["lit"] > 200)
 
         page.reload()
-        assert "watcher — watching now" in page.inner_text("#shares")
+        assert "watcher (viewer) — connected now" in page.inner_text("#shares")
 
         reader = SerialReader(settings.LIBVIRT_URI, portal.vm_name)
         reader.wait_for_prompt()

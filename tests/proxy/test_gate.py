@@ -218,6 +218,20 @@ def _operator_made_viewer(user, vm, session_key):
     VmGrant.objects.create(vm=vm, user=user, role="viewer")
 
 
+def _operator_share_expired(user, vm, session_key):
+    """The VM given away, the user left an operator share whose time box is over."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.models import ConsoleShare
+
+    _give_vm_away(user, vm, session_key)
+    ConsoleShare.objects.create(
+        vm=vm, viewer=user, role="operator", expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
 def _admin_ends_it(user, vm, session_key):
     from console.sessions import console_session_end_request
 
@@ -234,6 +248,7 @@ def _admin_ends_it(user, vm, session_key):
         (_deactivate, End.DEACTIVATED),
         (_give_vm_away, End.FORBIDDEN),
         (_operator_made_viewer, End.FORBIDDEN),
+        (_operator_share_expired, End.FORBIDDEN),
     ],
 )
 async def test_an_open_console_ends_when_the_right_to_it_ends(user, vms, settings, change, refusal):
