@@ -73,6 +73,7 @@ from console.twofactor import (
     totp_secret,
     two_factor_enabled,
     two_factor_remove,
+    verify_url,
 )
 from console.vms import (
     LIST_PAGE_SIZE,
@@ -104,12 +105,17 @@ def two_factor(request: AuthenticatedRequest) -> HttpResponse:
     """Set up two-factor authentication (an authenticator and recovery codes), make new
     recovery codes, or turn it off (with a code, unless policy keeps it on)."""
     user = request.user
+    enabled = two_factor_enabled(user)
+    if enabled and not user.is_verified():  # type: ignore[attr-defined]  # OTPMiddleware's
+        # A password alone never changes the second factor (new recovery codes, another
+        # authenticator): that would be a way around it.
+        return redirect(verify_url(request.get_full_path()))
     required_by_policy = user.is_staff and config_value(TWO_FACTOR_STAFF) == "true"
     codes = None
     if request.method == "POST":
         action = request.POST.get("action")
         code = request.POST.get("code", "")
-        if action == "confirm":
+        if action == "confirm" and not enabled:
             codes = totp_enrolment_confirm(request, user, code)
             if codes is None:
                 messages.error(request, "That code is not right: type the 6 digits the app shows now.")

@@ -154,3 +154,32 @@ def test_step_up_asks_for_a_fresh_code_before_a_console_or_a_vv_file(user, vm):
     client.post("/accounts/two-factor/verify/", {"code": codes[1], "next": "/"})
     ticket = client.post(f"/vms/{vm.id}/console/ticket/", HTTP_ACCEPT="application/json")
     assert ticket.json().get("code") != "second_factor_required"
+
+
+def test_a_password_alone_cannot_change_the_second_factor(user):
+    """Between the password and the code, the set-up page sends to the code's page and takes
+    no action: no new recovery codes, no other authenticator, no turning it off."""
+    from django_otp.plugins.otp_static.models import StaticToken
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    _, codes = set_up(logged_in("alice", "alice-pw-123"))
+    before = (
+        list(TOTPDevice.objects.values_list("pk", "key")),
+        sorted(StaticToken.objects.values_list("token", flat=True)),
+    )
+    attacker = logged_in("alice", "alice-pw-123")  # has the password only
+    page = attacker.get("/accounts/two-factor/")
+    assert page.status_code == 302 and page["Location"].startswith("/accounts/two-factor/verify/")
+    for form in (
+        {"action": "renew"},
+        {"action": "confirm", "code": "123456"},
+        {"action": "remove", "code": codes[0]},
+    ):
+        response = attacker.post("/accounts/two-factor/", form)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/two-factor/verify/")
+        assert "<code>" not in response.content.decode()
+    after = (
+        list(TOTPDevice.objects.values_list("pk", "key")),
+        sorted(StaticToken.objects.values_list("token", flat=True)),
+    )
+    assert after == before
