@@ -59,11 +59,22 @@ def _populated(sender: object, user: User, ldap_user: Any, **kwargs: object) -> 
     user._directory_dn = ldap_user.dn  # type: ignore[attr-defined]  # saved with the user, below
     if not settings.AUTH_LDAP_REQUIRE_GROUP:
         user.is_active = True  # found in the directory: back, if a recheck had found it gone
+    if user.pk is not None:
+        # An account an administrator made inactive stays inactive, whatever the directory says;
+        # only one the directory dropped (suspended) comes back with it.
+        was_active = type(user).objects.filter(pk=user.pk).values_list("is_active", flat=True).first()
+        admin_made_inactive = (
+            was_active is False
+            and not DirectoryAccount.objects.filter(user_id=user.pk, suspended=True).exists()
+        )
+        if admin_made_inactive:
+            user.is_active = False
 
 
 def _saved_account(user: User) -> None:
     DirectoryAccount.objects.update_or_create(
-        user=user, defaults={"dn": getattr(user, "_directory_dn", ""), "checked_at": timezone.now()}
+        user=user,
+        defaults={"dn": getattr(user, "_directory_dn", ""), "checked_at": timezone.now(), "suspended": False},
     )
 
 
@@ -133,4 +144,6 @@ def directory_recheck(users: Iterable[User]) -> None:
             user.is_active, user.is_staff = fresh.is_active, fresh.is_staff
             if not fresh.is_active:
                 logger.info("directory account %s left the portal's group: deactivated", user.username)
-        DirectoryAccount.objects.filter(pk=account.pk).update(checked_at=timezone.now(), dn=account.dn)
+        DirectoryAccount.objects.filter(pk=account.pk).update(
+            checked_at=timezone.now(), suspended=not user.is_active
+        )

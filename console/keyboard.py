@@ -192,6 +192,16 @@ KEY_MENU = [
 ]
 
 
+# The console pages' sticky modifiers: held (by the portal) with the next key pressed on the VM.
+STICKY_MODIFIERS = [
+    ("ctrl", "Ctrl"),
+    ("alt", "Alt"),
+    ("altgr", "AltGr"),
+    ("shift", "Shift"),
+    ("super", "Super"),
+]
+
+
 def combination_keystroke(combination: str) -> Keystroke:
     """ "ctrl+alt+delete" as the keys held together; Invalid for an unknown name."""
     names = [name.strip().lower() for name in combination.split("+")]

@@ -798,6 +798,11 @@ class DirectoryAccount(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="directory")
     dn = models.CharField(max_length=512)
     checked_at = models.DateTimeField()
+    suspended = models.BooleanField(
+        default=False,
+        help_text="Made inactive because the directory dropped it (a later login may bring it back); "
+        "an account an administrator made inactive stays so.",
+    )
 
     def __str__(self) -> str:
         return self.dn
@@ -816,6 +821,11 @@ class IdentityAccount(models.Model):
     access_expires_at = models.DateTimeField(null=True, blank=True)
     refresh_token = models.TextField(blank=True, help_text="Encrypted (Fernet).")
     checked_at = models.DateTimeField()
+    suspended = models.BooleanField(
+        default=False,
+        help_text="Made inactive because the provider dropped it (a later sign-in may bring it back); "
+        "an account an administrator made inactive stays so.",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="identity_issuer_subject")]

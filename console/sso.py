@@ -229,7 +229,6 @@ def _allowed(groups: list[str]) -> bool:
     return not settings.OIDC_ALLOWED_GROUPS or bool(set(groups) & set(settings.OIDC_ALLOWED_GROUPS))
 
 
-@transaction.atomic
 def _account(claims: dict[str, Any], token: dict[str, Any]) -> User:
     """The portal account of these validated claims: found by (issuer, subject), or made."""
     subject = str(claims["sub"])
@@ -238,38 +237,47 @@ def _account(claims: dict[str, Any], token: dict[str, Any]) -> User:
         .filter(issuer=settings.OIDC_ISSUER, subject=subject)
         .first()
     )
+    if link is not None and not link.user.is_active and not link.suspended:
+        raise SignInRefused(
+            "Your portal account has been deactivated by an administrator. Ask your administrator if "
+            "this is a mistake."
+        )
     groups = _groups(claims)
     if not _allowed(groups):
         if link is not None:
-            _deactivate(link.user, "not in OIDC_ALLOWED_GROUPS")
+            _deactivate(link.user, "not in OIDC_ALLOWED_GROUPS")  # its other sessions end too
         raise SignInRefused(
             "Your identity provider account is not in a group that may use this portal. Ask your "
             "administrator for access."
         )
-    if link is None:
-        username = str(claims.get(settings.OIDC_USERNAME_CLAIM) or "")
-        try:
-            UnicodeUsernameValidator()(username)
-        except ValidationError:
-            raise SignInRefused(
-                f"The identity provider gave no usable user name (claim {settings.OIDC_USERNAME_CLAIM!r})."
-            ) from None
-        if not username or len(username) > 150:
-            raise SignInRefused(
-                f"The identity provider gave no usable user name (claim {settings.OIDC_USERNAME_CLAIM!r})."
-            )
-        if User.objects.filter(username__iexact=username).exists():
-            raise SignInRefused(
-                f"An account named {username} already exists in the portal and is not linked to the identity "
-                "provider, so single sign-on cannot use it. Ask your administrator."
-            )
-        user = User(username=username)
-        user.set_unusable_password()
-        user.save()
-        link = IdentityAccount(user=user, issuer=settings.OIDC_ISSUER, subject=subject)
-    _claims_apply(link.user, claims, groups)
-    _tokens_keep(link, token)
+    with transaction.atomic():
+        if link is None:
+            link = IdentityAccount(user=_new_user(claims), issuer=settings.OIDC_ISSUER, subject=subject)
+        _claims_apply(link.user, claims, groups)
+        _tokens_keep(link, token)
     return link.user
+
+
+def _new_user(claims: dict[str, Any]) -> User:
+    """A new account named by the username claim, unless that name is taken (never a takeover)."""
+    username = str(claims.get(settings.OIDC_USERNAME_CLAIM) or "")
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError:
+        username = ""
+    if not username or len(username) > 150:
+        raise SignInRefused(
+            f"The identity provider gave no usable user name (claim {settings.OIDC_USERNAME_CLAIM!r})."
+        )
+    if User.objects.filter(username__iexact=username).exists():
+        raise SignInRefused(
+            f"An account named {username} already exists in the portal and is not linked to the identity "
+            "provider, so single sign-on cannot use it. Ask your administrator."
+        )
+    user = User(username=username)
+    user.set_unusable_password()
+    user.save()
+    return user
 
 
 def _claims_apply(user: User, claims: dict[str, Any], groups: list[str]) -> None:
@@ -299,6 +307,7 @@ def _open(value: str) -> str:
 
 
 def _tokens_keep(link: IdentityAccount, token: dict[str, Any]) -> None:
+    link.suspended = False
     link.access_token = _seal(token.get("access_token", ""))
     expires_in = int(token.get("expires_in") or 0)
     link.access_expires_at = timezone.now() + timedelta(seconds=expires_in) if expires_in else None
@@ -309,8 +318,10 @@ def _tokens_keep(link: IdentityAccount, token: dict[str, Any]) -> None:
 
 
 def _deactivate(user: User, why: str) -> None:
+    """Inactive because the provider says so (suspended: a later sign-in may bring it back)."""
     logger.info("single sign-on account %s deactivated: %s", user.username, why)
     User.objects.filter(pk=user.pk).update(is_active=False)
+    IdentityAccount.objects.filter(user_id=user.pk).update(suspended=True)
     user.is_active = False
 
 

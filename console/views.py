@@ -35,7 +35,7 @@ from console.globalconfig import (
     config_value,
 )
 from console.hypervisor import DomainNotFound, DomainNotRunning, HypervisorError, HypervisorUnavailable
-from console.keyboard import KEY_MENU, LAYOUT_CHOICES
+from console.keyboard import KEY_MENU, LAYOUT_CHOICES, STICKY_MODIFIERS
 from console.livemigration import live_migration_payload, vm_migrate
 from console.models import (
     ConsoleModeChoice,
@@ -189,8 +189,11 @@ class PortalLoginView(LoginView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         # django-auth-ldap could not reach the directory for this login (console.directory).
+        form = kwargs.get("form")
+        inactive = form is not None and any(e.code == "inactive" for e in form.non_field_errors().as_data())
         return {
             "sso_name": settings.OIDC_PROVIDER_NAME if sso_enabled() else "",
+            "account_inactive": inactive,
             **super().get_context_data(**kwargs),
             "directory_unreachable": getattr(self.request, "directory_unreachable", False),
         }
@@ -416,6 +419,7 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "may_operate": not must_watch,
         "layouts": LAYOUT_CHOICES,
         "key_menu": KEY_MENU,
+        "sticky_modifiers": STICKY_MODIFIERS,
         "layout": vm_layout(vm, request.user),
         "ends": end_table(),
         "recording": recording_policy(vm),

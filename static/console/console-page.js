@@ -192,6 +192,61 @@ async function postForm(form, body = new FormData(form)) {
   }
 }
 
+const KEY_NAMES = {
+  Escape: "esc", Backspace: "backspace", Tab: "tab", Enter: "enter", Space: "space",
+  Delete: "delete", Insert: "insert", Home: "home", End: "end", PageUp: "pageup",
+  PageDown: "pagedown", ArrowUp: "up", ArrowDown: "down", ArrowLeft: "left", ArrowRight: "right",
+  PrintScreen: "printscreen", ContextMenu: "menu",
+};
+
+/** The portal's name (console/keyboard.py) of the key at `code` (KeyboardEvent.code), or null. */
+function keyName(code) {
+  if (/^Key[A-Z]$/.test(code)) return code.slice(3).toLowerCase();
+  if (/^(Digit|Numpad)[0-9]$/.test(code)) return code.slice(-1);
+  if (/^F([1-9]|1[0-2])$/.test(code)) return code.toLowerCase();
+  return KEY_NAMES[code] ?? null;
+}
+
+/** Sticky modifiers: toggled on in the toolbar, they are held with the next key pressed on the
+ * console, which the portal presses (libvirt's send-key: the same for VNC and SPICE) instead of
+ * the client; then they let go. Keys typed into the toolbar's own fields are left alone. */
+function stickyModifiers(client, keysForm) {
+  const buttons = [...keysForm.querySelectorAll("button[data-modifier]")];
+  const held = () => buttons.filter((b) => b.getAttribute("aria-pressed") === "true").map((b) => b.dataset.modifier);
+  const release = () => buttons.forEach((b) => b.setAttribute("aria-pressed", "false"));
+  const status = () => setStatus(isConnected ? "connected" : "disconnected", held().length
+    ? `${held().join("+")} held: press a key on the VM (click it again to let go)`
+    : "Connected");
+  for (const button of buttons) {
+    button.addEventListener("click", () => {
+      button.setAttribute("aria-pressed", String(button.getAttribute("aria-pressed") !== "true"));
+      status();
+      client.focus();
+    });
+  }
+  const swallowed = new Set(); // keys whose keyup the client must not see either
+  window.addEventListener("keydown", async (event) => {
+    const modifiers = held();
+    const name = keyName(event.code);
+    if (!modifiers.length || !name || event.target.closest?.("#toolbar, .toolbar, form")) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    swallowed.add(event.code);
+    release();
+    inputSeen();
+    const body = new FormData(keysForm);
+    body.set("keys", [...modifiers, name].join("+"));
+    const answer = await postForm(keysForm, body);
+    setStatus(isConnected ? "connected" : "disconnected",
+      answer.error ? `Not pressed: ${answer.error}` : `Pressed ${[...modifiers, name].join("+")}`);
+  }, true);
+  window.addEventListener("keyup", (event) => {
+    if (!swallowed.delete(event.code)) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }, true);
+}
+
 /** Wire the toolbar to a protocol client and connect with the ticket asked for at page load. */
 export async function consolePage(client) {
   const screenArea = document.getElementById("screen-area");
@@ -206,6 +261,7 @@ export async function consolePage(client) {
     const answer = await postForm(keysForm);
     if (answer.error) setStatus(isConnected ? "connected" : "disconnected", `Not pressed: ${answer.error}`);
   });
+  stickyModifiers(client, keysForm);
   const typeForm = document.getElementById("type-text");
   typeForm.addEventListener("submit", async (event) => {
     // Typed by the portal through libvirt, in the guest's layout: a character the layout

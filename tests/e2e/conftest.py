@@ -94,6 +94,16 @@ def grant_to_group(portal: Portal, group: str, role: str = "operator") -> None:
     )
 
 
+def deactivate(portal: Portal, username: str) -> None:
+    """Make an account inactive, as an administrator does in admin."""
+    portal.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        f"User.objects.filter(username='{username}').update(is_active=False)",
+    )
+
+
 def virsh(*args: str) -> subprocess.CompletedProcess:
     from django.conf import settings
 

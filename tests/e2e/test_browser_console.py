@@ -272,3 +272,29 @@ def test_a_console_page_opened_again_fetches_no_static_file(page, portal, mode):
     page.wait_for_selector("#status.connected", timeout=20000)
     again = page.evaluate(STATIC_FETCHED)
     assert again["used"] >= 3 and again["fetched"] == []
+
+
+def test_a_sticky_ctrl_with_the_next_key_interrupts_a_command(page, portal):
+    """The toolbar's sticky Ctrl, then C pressed on the screen: the portal presses Ctrl+C in the
+    guest (a `sleep` ends at once, so a marker typed next reaches the serial port in time)."""
+    start_vm_in_mode(page, portal, "vnc")
+    page.click("a.button:text-is('Console')")
+    page.wait_for_selector("#status.connected", timeout=20000)
+    selector = CANVAS["vnc"]
+    wait_for_canvas(page, selector, lambda s: s["colours"] >= 2 and s["lit"] > 200)
+    reader = SerialReader(settings.LIBVIRT_URI, portal.vm_name)
+    try:
+        reader.wait_for_prompt()
+        type_a_marker(page, selector, reader, "before")  # the screen's shell answers
+        type_keys(page, "sleep 600\n")
+        page.click("#send-keys button[data-modifier=ctrl]")
+        assert page.get_attribute("#send-keys button[data-modifier=ctrl]", "aria-pressed") == "true"
+        page.click(selector)
+        page.keyboard.press("KeyC")
+        wait_until(page, "document.querySelector('#status').textContent.includes('Pressed ctrl+c')")
+        assert page.get_attribute("#send-keys button[data-modifier=ctrl]", "aria-pressed") == "false"
+        marker = f"after-{secrets.token_hex(4)}"
+        type_keys(page, f"echo {marker} > /dev/ttyS0\n")
+        reader.wait_for(marker.encode(), timeout=15)  # the shell was back: sleep 600 was interrupted
+    finally:
+        reader.close()

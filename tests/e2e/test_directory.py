@@ -14,7 +14,7 @@ import requests
 
 from bench.browser import wait_until
 from tests.directory import Directory
-from tests.e2e.conftest import PASSWORD, grant_to_group
+from tests.e2e.conftest import PASSWORD, deactivate, grant_to_group
 from tests.e2e.test_attacks import Browser, close_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
@@ -180,3 +180,20 @@ def test_the_directory_certificate_is_verified(portal, directory, groups):
     refused = _login_page(requests.Session(), untrusting.url, uid, password)
     assert "directory server (LDAP) does not answer" in refused.text
     assert _login_page(requests.Session(), portal.url, "admin", PASSWORD).url.rstrip("/") == portal.url
+
+
+def test_an_account_an_administrator_deactivated_stays_so_and_one_the_directory_dropped_comes_back(
+    ldap_portal, directory, groups, portal
+):
+    uid, password, dn = _person(directory, "portal-users")
+    Browser(ldap_portal, uid, password)  # the account is made at the first login
+    # Dropped by the directory (out of the portal's group), then back in it: in again.
+    directory.leave("portal-users", dn)
+    refused = _login_page(requests.Session(), ldap_portal.url, uid, password)
+    assert "didn't match" in refused.text
+    directory.join("portal-users", dn)
+    Browser(ldap_portal, uid, password)
+    # Made inactive by an administrator: the directory does not bring it back.
+    deactivate(portal, uid)
+    refused = _login_page(requests.Session(), ldap_portal.url, uid, password)
+    assert "deactivated in the portal" in refused.text

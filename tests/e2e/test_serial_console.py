@@ -23,7 +23,12 @@ def wait_for_text(page, pattern: str, timeout: float = 30) -> str:
     deadline = page.evaluate("Date.now()") + timeout * 1000
     while not re.search(pattern, text := terminal_text(page)):
         if page.evaluate("Date.now()") > deadline:
-            raise AssertionError(f"{pattern!r} never showed in the terminal:\n{text}")
+            # Where the keys went, and what the page says: the evidence for a next look.
+            focus = page.evaluate("document.activeElement && document.activeElement.className")
+            raise AssertionError(
+                f"{pattern!r} never showed in the terminal (focus: {focus!r}, "
+                f"status: {page.inner_text('#status')!r}):\n{text}"
+            )
         page.wait_for_timeout(50)
     return text
 

@@ -11,7 +11,7 @@ import pytest
 
 from bench.browser import wait_until
 from bench.setup import free_port
-from tests.e2e.conftest import grant_to_group, login
+from tests.e2e.conftest import deactivate, grant_to_group, login
 from tests.e2e.test_accessibility import violations
 from tests.e2e.test_attacks import Browser
 from tests.identity_provider import IdentityProvider
@@ -41,7 +41,9 @@ def honest_provider(provider):
 
 
 def sign_in(page, portal_url: str, uid: str) -> None:
-    """The login page's single sign-on button, then the provider's own sign-in and consent pages."""
+    """The login page's single sign-on button, then the provider's own sign-in and consent pages
+    (a fresh start: neither the portal nor the provider remembers an earlier sign-in)."""
+    page.context.clear_cookies()
     page.goto(f"{portal_url}/accounts/login/")
     page.click("#sso-login")
     page.wait_for_selector("input[name=login]")
@@ -100,6 +102,25 @@ def test_a_user_the_provider_disables_is_logged_out_and_their_console_ends(
     page.wait_for_url(re.compile(r".*/accounts/login/.*"))
 
 
+def test_an_account_an_administrator_deactivated_stays_so_and_one_the_provider_dropped_comes_back(
+    page, sso_portal, provider, portal
+):
+    provider.person("hedy", "portal-users")
+    sign_in(page, sso_portal.url, "hedy")
+    page.wait_for_url(f"{sso_portal.url}/")
+    # Dropped by the provider (out of the allowed groups), then back in them: in again.
+    provider.person("hedy", "another-team")
+    sign_in(page, sso_portal.url, "hedy")
+    assert "not in a group that may use this portal" in _refused(page)
+    provider.person("hedy", "portal-users")
+    sign_in(page, sso_portal.url, "hedy")
+    page.wait_for_url(f"{sso_portal.url}/")
+    # Made inactive by an administrator: signing in through the provider does not bring it back.
+    deactivate(portal, "hedy")
+    sign_in(page, sso_portal.url, "hedy")
+    assert "deactivated by an administrator" in _refused(page)
+
+
 def _status_says(page, words: str) -> None:
     """Wait (a few rechecks) until the console page's status line says `words`."""
     wait_until(
@@ -154,7 +175,6 @@ def test_who_may_not_sign_in(page, sso_portal, provider):
     sign_in(page, sso_portal.url, "outsider")
     assert "not in a group that may use this portal" in _refused(page)
     # A local account's name given by the provider does not log in as that account.
-    page.context.clear_cookies()
     provider.person("admin", "portal-users", "portal-admins")
     sign_in(page, sso_portal.url, "admin")
     assert "An account named admin already exists" in _refused(page)
