@@ -89,3 +89,32 @@ async def test_refuses_to_run_on_the_event_loop(hv):
     with pytest.raises(RuntimeError, match="thread"):
         hv.states()
     assert await asyncio.to_thread(hv.states)
+
+
+def test_a_serial_stream_closed_from_another_thread_is_released_on_libvirts_event_loop():
+    """Removing a stream's callback and aborting it while libvirt's event thread may dispatch
+    an event of it crashed a worker (libvirt 9.0's client): the release waits for that thread."""
+    import threading
+
+    from console.hypervisor.libvirt import EVENT_THREAD, LibvirtSerialStream, _event_loop_ensure
+
+    _event_loop_ensure()
+    released = threading.Event()
+    seen: list[str] = []
+
+    class Stream:  # the calls LibvirtSerialStream makes, and on which thread
+        def eventAddCallback(self, *args):  # noqa: N802 - libvirt's names
+            pass
+
+        def eventRemoveCallback(self):  # noqa: N802
+            seen.append(threading.current_thread().name)
+
+        def abort(self):
+            seen.append(threading.current_thread().name)
+            released.set()
+
+    serial = LibvirtSerialStream(Stream(), on_output=lambda data: None)
+    serial.close()
+    assert released.wait(5)
+    assert seen == [EVENT_THREAD, EVENT_THREAD]
+    serial.write(b"late")  # after the end: ignored, nothing sent

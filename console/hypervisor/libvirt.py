@@ -73,6 +73,7 @@ KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
+EVENT_THREAD = "libvirt-events"
 
 
 def _event_loop_ensure() -> None:
@@ -87,8 +88,18 @@ def _event_loop_ensure() -> None:
             while True:
                 libvirt.virEventRunDefaultImpl()
 
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        threading.Thread(target=run, name=EVENT_THREAD, daemon=True).start()
         _event_loop_started = True
+
+
+def _on_event_loop(fn: Callable[[], None]) -> None:
+    """Run `fn` once on libvirt's event loop thread, at its next turn."""
+
+    def fire(timer: int, _opaque: object) -> None:
+        libvirt.virEventRemoveTimeout(timer)
+        fn()
+
+    libvirt.virEventAddTimeout(0, fire, None)
 
 
 def _ensure_not_on_event_loop() -> None:
@@ -498,6 +509,11 @@ class LibvirtSerialStream:
     comes; input that the stream cannot take at once waits for it to become writable. Any end
     (EOF when QEMU exits, an error when another client forces the console) calls
     `on_output(None)` once and releases the stream.
+
+    The stream is released (its callback removed, then aborted) on libvirt's event loop thread
+    only, never while that thread may be dispatching an event of it: a cluster worker that
+    closed a remote serial console from another thread died later with a segfault in libvirt's
+    client stream code (libvirt 9.0), twice in a row.
     """
 
     def __init__(self, stream: libvirt.virStream, on_output: Callable[[bytes | None], None]) -> None:
@@ -573,7 +589,16 @@ class LibvirtSerialStream:
                 self._end(abort=True, notify=False)
 
     def _end(self, *, abort: bool, notify: bool = True) -> None:
+        """No more input or output; the stream itself is released on the event loop thread."""
         self._closed = True
+        if threading.current_thread().name == EVENT_THREAD:
+            self._release(abort)
+        else:
+            _on_event_loop(lambda: self._release(abort))
+        if notify:
+            self._on_output(None)
+
+    def _release(self, abort: bool) -> None:
         for release in (
             self._stream.eventRemoveCallback,
             self._stream.abort if abort else self._stream.finish,
@@ -582,8 +607,6 @@ class LibvirtSerialStream:
                 release()
             except libvirt.libvirtError:
                 pass  # already gone with the connection or the domain
-        if notify:
-            self._on_output(None)
 
 
 def _message(exc: libvirt.libvirtError) -> str:
