@@ -195,11 +195,7 @@ async function earlierOutput() {
     if (!earlier.length) return;
     terminal.write("\x1b[2m");
     terminal.write(earlier);
-    // Connect only once xterm.js has parsed the old output: the answers it gives to terminal
-    // queries in it (a shell's cursor position request) would otherwise reach the guest as input.
-    await new Promise((resolve) => {
-      terminal.write("\x1b[0m\r\n\x1b[2m[earlier output, from the serial log; live from here]\x1b[0m\r\n", resolve);
-    });
+    terminal.write("\x1b[0m\r\n\x1b[2m[earlier output, from the serial log; live from here]\x1b[0m\r\n");
   } catch (_) {
     // no log to show: the console itself still works
   }
