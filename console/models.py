@@ -832,3 +832,37 @@ class IdentityAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} at {self.issuer}"
+
+
+class ControlHandover(models.Model):
+    """Control of a VNC console handed from one person to another (console.control).
+
+    A watcher asks for control; whoever has input on that console accepts or refuses. Once
+    accepted, the proxy passes the requester's keys and mouse and drops the holder's, on every
+    console page of their login sessions, until either ends it. Recorded per login session, so
+    a page that reconnects (a fresh ticket) keeps what was handed."""
+
+    class State(models.TextChoices):
+        ASKED = "asked"
+        ACCEPTED = "accepted"
+        REFUSED = "refused"
+        WITHDRAWN = "withdrawn"
+        ENDED = "ended"
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="handovers")
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    requester_session = models.CharField(max_length=40)
+    holder = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    holder_session = models.CharField(max_length=40, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ASKED)
+    asked_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["vm", "state"], name="handover_vm_state")]
+
+    def __str__(self) -> str:
+        return f"{self.vm}: {self.requester} {self.state}"

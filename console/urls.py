@@ -26,6 +26,12 @@ urlpatterns = [
     path("vms/<int:vm_id>/type/", views.vm_type_view, name="vm-type"),
     path("vms/<int:vm_id>/keys/", views.vm_keys_view, name="vm-keys"),
     path("vms/<int:vm_id>/migration/", views.vm_migration_state, name="vm-migration"),
+    path("vms/<int:vm_id>/control/", views.vm_control_view, name="vm-control"),
+    re_path(
+        r"^vms/(?P<vm_id>[0-9]+)/control/(?P<action>request|answer|end)/$",
+        views.vm_control_action,
+        name="vm-control-action",
+    ),
     re_path(
         r"^vms/(?P<vm_id>[0-9]+)/(?P<action>start|shutdown|poweroff|reboot)/$",
         views.vm_action,

@@ -21,10 +21,23 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from console.access import vm_get_for_user, vm_get_for_watching, vm_may_administer, vms_watchable_by
+from console.access import (
+    vm_get_for_user,
+    vm_get_for_watching,
+    vm_may_administer,
+    vm_may_use,
+    vms_watchable_by,
+)
 from console.apitokens import api_token_create, api_token_revoke
 from console.automation import vm_keys, vm_layout, vm_type
-from console.errors import ConsoleUnavailable, PortalError, RateLimited, VmStateConflict, end_table
+from console.control import (
+    control_answer,
+    control_end,
+    control_handed_check,
+    control_request,
+    control_state,
+)
+from console.errors import ConsoleUnavailable, Invalid, PortalError, RateLimited, VmStateConflict, end_table
 from console.globalconfig import (
     CLIPBOARD,
     IDLE_TIMEOUT,
@@ -285,7 +298,13 @@ def vm_type_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     text = request.POST.get("text", "") + ("\n" if request.POST.get("enter") == "1" else "")
     layout = request.POST.get("layout") or None
-    answer = _json_or_refusal(lambda: vm_type(vm=vm, user=request.user, text=text, layout=layout))
+    key = request.session.session_key or ""
+
+    def type_text() -> dict:
+        control_handed_check(user=request.user, vm=vm, session_key=key)
+        return vm_type(vm=vm, user=request.user, text=text, layout=layout)
+
+    answer = _json_or_refusal(type_text)
     if answer.status_code == 200 and layout and not vm.keyboard_layout:  # the user's default
         ConsolePreference.objects.update_or_create(user=request.user, defaults={"keyboard_layout": layout})
     return answer
@@ -298,7 +317,51 @@ def vm_keys_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
     browser or the desktop keeps for itself: Ctrl+Alt+F2, Alt+Tab, PrintScreen, Super)."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     combination = request.POST.get("keys", "")
-    return _json_or_refusal(lambda: vm_keys(vm=vm, user=request.user, combinations=[combination]))
+    key = request.session.session_key or ""
+
+    def press() -> dict:
+        control_handed_check(user=request.user, vm=vm, session_key=key)
+        return vm_keys(vm=vm, user=request.user, combinations=[combination])
+
+    return _json_or_refusal(press)
+
+
+@login_required
+@never_cache
+def vm_control_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
+    """A VNC console page's view of control (asked every few seconds while it is connected):
+    whether its keys reach the VM, who asks for control, whom it went to."""
+    vm, _ = vm_get_for_watching(user=request.user, vm_id=vm_id)
+    watching = request.GET.get("view_only") == "1" or not vm_may_use(request.user, vm)
+    key = request.session.session_key or ""
+    return JsonResponse(control_state(user=request.user, vm=vm, session_key=key, watching=watching))
+
+
+@login_required
+@require_POST
+def vm_control_action(request: AuthenticatedRequest, vm_id: int, action: str) -> JsonResponse:
+    """Request control (a watcher), answer a request (whoever has it), or end a hand-over
+    (take it back, give it back, withdraw the request)."""
+    vm, _ = vm_get_for_watching(user=request.user, vm_id=vm_id)
+    key = request.session.session_key or ""
+
+    def act() -> dict:
+        if action == "request":
+            handover = control_request(user=request.user, vm=vm, session_key=key)
+            return {"state": handover.state}
+        if action == "end":
+            return {"ended": control_end(user=request.user, vm=vm, session_key=key)}
+        try:
+            handover_id = int(request.POST.get("request", ""))
+        except ValueError:
+            raise Invalid("Say which request to answer.", field="request") from None
+        accept = request.POST.get("accept") == "1"
+        handover = control_answer(
+            user=request.user, vm=vm, session_key=key, handover_id=handover_id, accept=accept
+        )
+        return {"state": handover.state}
+
+    return _json_or_refusal(act)
 
 
 def _json_or_refusal(call: Callable[[], dict]) -> JsonResponse:

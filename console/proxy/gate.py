@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from channels.db import database_sync_to_async
 from django.db import DatabaseError
 from prometheus_client import Histogram
 
+from console.control import console_inputs
 from console.errors import End, Refused
 from console.globalconfig import CLIPBOARD, config_value
 from console.graphics import graphics_password_for_proxy, graphics_password_get
@@ -170,6 +171,7 @@ class Gate:
             self._right_gone,
             self._counters,
             established=lambda: self.established,
+            on_input=self._input_changed,
         )
         try:
             early = await self._open()
@@ -216,6 +218,14 @@ class Gate:
             return None
         self.established = True  # recorded with the next heartbeat
         return early
+
+    def _input_changed(self, allowed: bool) -> None:
+        """Control of this VNC console was handed to or from its user (console.control)."""
+        side = self.side
+        if isinstance(side, RfbClientSide) and side.policy.watch_only == allowed:
+            side.policy = replace(side.policy, watch_only=not allowed)
+            change = "given" if allowed else "handed over"
+            logger.info("console session %s: input %s", self.session_id, change)
 
     def _counters(self) -> tuple[int, int]:
         console = self.console
@@ -466,14 +476,19 @@ class GraphicsOpener(Opener):
                 raise ClientGone
 
 
+def _vnc_policy(ticket: ConsoleTicket) -> tuple[str, bool]:
+    """The clipboard's ways, and whether the client's keys and mouse reach the VM now."""
+    return config_value(CLIPBOARD), console_inputs([ticket.pk]).get(ticket.pk, not ticket.view_only)
+
+
 class VncOpener(GraphicsOpener):
     async def open(self) -> bytes:
         gate = self.gate
         link = await self._connect()
         await gate.client.opened()
         link, machine = await self._authenticated(link, RfbServerAuth)
-        clipboard = await database_sync_to_async(config_value)(CLIPBOARD)
-        side = RfbClientSide(RfbPolicy(watch_only=gate.ticket.view_only, clipboard=clipboard))
+        clipboard, has_input = await database_sync_to_async(_vnc_policy)(gate.ticket)
+        side = RfbClientSide(RfbPolicy(watch_only=not has_input, clipboard=clipboard))
         gate.side = side
         if gate.recorder is not None:
             side.keys_pressed = []

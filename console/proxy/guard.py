@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
 
+from console.control import console_inputs
 from console.errors import End
 from console.notices import RECHECK, session_group
 from console.recordings import recordings_sweep
@@ -40,7 +41,15 @@ OnRefused = Callable[[End], Awaitable[None]]
 
 
 class _Watched:
-    __slots__ = ("counters", "established", "had_input", "on_refused", "recorded_established", "ticket_id")
+    __slots__ = (
+        "counters",
+        "established",
+        "had_input",
+        "on_input",
+        "on_refused",
+        "recorded_established",
+        "ticket_id",
+    )
 
     def __init__(
         self,
@@ -48,9 +57,10 @@ class _Watched:
         on_refused: OnRefused,
         counters: Callable[[], tuple[int, int]] | None,
         established: Callable[[], bool] | None,
+        on_input: Callable[[bool], None] | None,
     ) -> None:
         self.ticket_id, self.on_refused, self.counters = ticket_id, on_refused, counters
-        self.established = established
+        self.established, self.on_input = established, on_input
         self.had_input = False
         self.recorded_established = False
 
@@ -65,8 +75,9 @@ def _check(
     counters: dict[int, tuple[int, int]] | None = None,
     input_tickets: set[int] | None = None,
     established: set[int] | None = None,
-) -> dict[int, End | None]:
-    """For each session: why it must end now, or None."""
+) -> tuple[dict[int, End | None], dict[int, bool]]:
+    """For each session: why it must end now, or None; and for each VNC ticket, whether its
+    keys and mouse reach the VM now (console.control)."""
     close_old_connections()
     console_sessions_heartbeat(session_tickets, counters, established or ())
     if input_tickets:
@@ -76,10 +87,11 @@ def _check(
         recordings_sweep()
     by_ticket = console_rights_check(session_tickets.values())
     ended = console_sessions_end_requested(session_tickets)
-    return {
+    refusals = {
         sid: End.ENDED_BY_ADMIN if sid in ended else by_ticket.get(tid)
         for sid, tid in session_tickets.items()
     }
+    return refusals, console_inputs(session_tickets.values())
 
 
 class SessionGuard:
@@ -102,11 +114,13 @@ class SessionGuard:
         counters: Callable[[], tuple[int, int]] | None = None,
         *,
         established: Callable[[], bool] | None = None,
+        on_input: Callable[[bool], None] | None = None,
     ) -> None:
         """Check this console's right every round; `counters` gives its bytes to and from the
-        client so far, recorded with each heartbeat, and `established` whether its handshake
-        completed (recorded with the first heartbeat after it did)."""
-        self._watched[session_id] = _Watched(ticket_id, on_refused, counters, established)
+        client so far, recorded with each heartbeat, `established` whether its handshake
+        completed (recorded with the first heartbeat after it did), and `on_input` hears
+        whether its keys and mouse may reach the VM (a VNC console's control)."""
+        self._watched[session_id] = _Watched(ticket_id, on_refused, counters, established, on_input)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
@@ -150,7 +164,7 @@ class SessionGuard:
         for sid, entry in watched.items():
             entry.had_input = False
             entry.recorded_established |= sid in established
-        refusals = await database_sync_to_async(_check)(
+        refusals, inputs = await database_sync_to_async(_check)(
             {sid: w.ticket_id for sid, w in watched.items()},
             sweep=self._rounds % SWEEP_EVERY == 0,
             counters={sid: w.counters() for sid, w in watched.items() if w.counters is not None},
@@ -163,6 +177,8 @@ class SessionGuard:
                 self.forget(session_id)
                 logger.info("ending console session %s: %s", session_id, refusal.message)
                 await entry.on_refused(refusal)
+            elif entry.on_input is not None and entry.ticket_id in inputs:
+                entry.on_input(inputs[entry.ticket_id])
 
     async def _listen_to(self, session_id: int) -> None:
         """Join the session's notice group; one listener per guard hears them all."""

@@ -1,6 +1,7 @@
 // The VNC console: noVNC (installed at set-up into static/novnc/).
 import RFB from "../novnc/core/rfb.js";
 import { connected, consolePage, disconnected, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
+import { controlWatch } from "./control.js";
 
 const screen = document.getElementById("vnc-screen");
 const clipboardButton = document.getElementById("clipboard");
@@ -29,6 +30,16 @@ clipboardSend.addEventListener("click", () => {
 
 let rfb = null;
 let scaled = false;
+let hasInput = null; // as console/control.py last said (null: as the ticket was issued)
+
+// Control handed to or from this page: the proxy already passes or drops the input; the page
+// stops sending it and shows what it may do.
+controlWatch((input) => {
+  hasInput = input;
+  if (rfb) rfb.viewOnly = !input;
+  document.getElementById("view-only-badge").hidden = input;
+  for (const id of ["send-cad", "type-text", "send-keys", "clipboard"]) document.getElementById(id).hidden = !input;
+});
 
 const client = {
   connect(ticket) {
@@ -42,7 +53,7 @@ const client = {
     const current = new RFB(screen, socket);
     early?.replay(); // noVNC has attached its handlers
     current.scaleViewport = scaled;
-    current.viewOnly = Boolean(ticket.viewOnly); // the proxy drops a watcher's input anyway
+    current.viewOnly = hasInput === null ? Boolean(ticket.viewOnly) : !hasInput; // the proxy decides anyway
     clipboardPolicy(ticket.clipboard);
     current.addEventListener("clipboard", (event) => {
       // The VM's clipboard (its agent copied something): shown, for the user to copy.

@@ -221,9 +221,9 @@ def page(browser, request):
     context.close()
 
 
-def login(page, portal) -> None:
+def login(page, portal, username: str = "admin") -> None:
     page.goto(f"{portal.url}/accounts/login/")
-    page.fill("#id_username", "admin")
+    page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{portal.url}/")

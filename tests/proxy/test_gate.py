@@ -694,3 +694,73 @@ async def test_revoking_an_api_token_ends_the_consoles_opened_with_it_at_once(us
         closed = await comm.receive_output(timeout=3)
         assert closed["code"] == End.TOKEN_REVOKED
         await comm.disconnect()
+
+
+# -- control handed between two people on one VNC console (console.control) ------------------------
+
+
+async def test_control_moves_between_two_people_on_one_console_and_back(user, other_user, vms, settings):
+    """A watcher with an operator share asks; the owner gives control: the proxy passes the
+    watcher's keys and drops the owner's at once (the notice), and the other way round when the
+    owner takes it back. A viewer may not ask at all."""
+    from console.control import ControlRefused, control_answer, control_end, control_request, control_state
+    from console.shares import console_share_create
+
+    settings.CONSOLE_RECHECK_SECONDS = 30  # only the notices can do it in time
+    vm = vms[0]
+    await database_sync_to_async(console_share_create)(
+        vm=vm, username=other_user.username, by=user, role="operator"
+    )
+    owner_key = await database_sync_to_async(login_session)(user)
+    guest_key = await database_sync_to_async(login_session)(other_user)
+    async with EchoServer() as echo:
+        owner_token = await database_sync_to_async(make_ticket)(user, vm, echo.port, session_key=owner_key)
+        guest_token = await database_sync_to_async(make_ticket)(
+            other_user, vm, echo.port, session_key=guest_key, view_only=True
+        )
+        owner = await communicator(vm.id, owner_token, user, session_key=owner_key)
+        guest = await communicator(vm.id, guest_token, other_user, session_key=guest_key)
+        await admitted(owner)
+        await admitted(guest)
+
+        async def passes(comm) -> bool:
+            await comm.send_to(bytes_data=KEY)
+            return not await comm.receive_nothing(0.3) and await receive_exactly(comm, len(KEY)) == KEY
+
+        assert await passes(owner) and not await passes(guest)
+        asked = await database_sync_to_async(control_request)(user=other_user, vm=vm, session_key=guest_key)
+        assert asked.state == "asked"
+        state = await database_sync_to_async(control_state)(
+            user=user, vm=vm, session_key=owner_key, watching=False
+        )
+        assert state["requests"] == [{"id": asked.pk, "user": other_user.username}] and state["input"]
+        await database_sync_to_async(control_answer)(
+            user=user, vm=vm, session_key=owner_key, handover_id=asked.pk, accept=True
+        )
+        await asyncio.sleep(0.3)  # the notice's round
+        assert await passes(guest) and not await passes(owner)
+        state = await database_sync_to_async(control_state)(
+            user=user, vm=vm, session_key=owner_key, watching=False
+        )
+        assert state["handedTo"] == other_user.username and not state["input"]
+        with pytest.raises(ControlRefused, match="handed control over"):
+            await database_sync_to_async(control_request)(user=user, vm=vm, session_key=owner_key)
+
+        assert await database_sync_to_async(control_end)(user=user, vm=vm, session_key=owner_key) == 1
+        await asyncio.sleep(0.3)
+        assert await passes(owner) and not await passes(guest)
+        await owner.disconnect()
+        await guest.disconnect()
+
+
+def test_a_viewer_may_not_ask_for_control_and_a_lone_operator_gets_it_at_once(user, other_user, vms):
+    from console.control import ControlRefused, control_request
+    from console.shares import console_share_create
+
+    share = console_share_create(vm=vms[0], username=other_user.username, by=user)
+    with pytest.raises(ControlRefused, match="A viewer may only watch"):
+        control_request(user=other_user, vm=vms[0], session_key="k" * 32)
+    share.role = "operator"
+    share.save()
+    # Nobody else has input on the console: it is theirs without asking.
+    assert control_request(user=other_user, vm=vms[0], session_key="k" * 32).state == "accepted"
