@@ -72,8 +72,8 @@ SHORT = dict(
     ladder=[5, 10],
     ladder_samples=50,
     browser_repeats=1,
-    stalled_seconds=4,
-    recorded_seconds=4,
+    stalled_seconds=2,
+    recorded_seconds=2,
     vm_list=False,  # a full run only: make test has its own list tests
 )
 

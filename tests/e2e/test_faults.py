@@ -87,8 +87,8 @@ def _fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_a_vm_destroyed_under_its_console_100_times_leaks_nothing(portal):
-    """100 sessions whose VM is destroyed under them, on 4 VMs at once (libvirt takes ~1.5 s
+def test_a_vm_destroyed_under_its_console_60_times_leaks_nothing(portal):
+    """60 sessions whose VM is destroyed under them, on 4 VMs at once (libvirt takes ~1.5 s
     to destroy a domain here, so one VM would take minutes)."""
     browser = Browser(portal)
     portal.manage("globalconfig", "set", "kvm.consoleMode", "vnc")
@@ -146,8 +146,8 @@ def test_a_vm_destroyed_under_its_console_100_times_leaks_nothing(portal):
     try:
         rounds(2)  # warm up: thread pools, connections, caches
         fds, threads, rss = _fd_count(server.pid), server.num_threads(), server.memory_info().rss
-        codes = rounds(25)
-        assert codes == [4011] * 100  # each ended with "the VM closed its console"
+        codes = rounds(15)
+        assert codes == [4011] * 60  # each ended with "the VM closed its console"
         time.sleep(1)
         assert _fd_count(server.pid) <= fds + 2
         assert server.num_threads() <= threads + 2
@@ -160,7 +160,7 @@ def test_a_vm_destroyed_under_its_console_100_times_leaks_nothing(portal):
             "S.objects.filter(end_reason__in=['console closed', 'console connection lost']).count())",
         )
         still_open, closed_by_vm = map(int, ended.strip().splitlines()[-1].split())
-        assert still_open == 0 and closed_by_vm >= 108
+        assert still_open == 0 and closed_by_vm >= 68
     finally:
         for name in names:
             virsh("destroy", name)
