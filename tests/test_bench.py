@@ -44,7 +44,8 @@ def test_short_benchmark_runs(tmp_path):
     for key in ("idle_kib_per_session", "cpu_s_per_gb", "stalled_growth_mib"):
         assert set(figures[key]) == PROXIES, key
     # A bound, not a speed: a client that stops reading a flood must not grow any server by more
-    # than a few MiB (without backpressure Daphne grew by ~30 MiB in 4 s, so by ~15 MiB in the short run's 2 s).
+    # than a few MiB (without backpressure Daphne grew by ~30 MiB in 4 s: ~15 MiB in the short
+    # run's 2 s).
     for name, entry in figures["stalled_growth_mib"].items():
         assert entry["median"] < 8, (name, entry)
     for key in ("ttff_spice_ms", "ttff_vnc_ms", "ttff_spice_warm_ms", "ttff_vnc_warm_ms"):
