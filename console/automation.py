@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 from PIL import Image
 
 from console.errors import Invalid, RateLimited, VmStateConflict
@@ -46,7 +47,7 @@ def vm_type(*, vm: VirtualMachine, user: User, text: str, layout: str | None = N
     if layout not in LAYOUTS:
         raise Invalid(f"Unknown keyboard layout {layout!r}: use one of {', '.join(LAYOUTS)}.", field="layout")
     if not text or len(text) > MAX_TEXT:
-        raise Invalid(f"Give 1 to {MAX_TEXT} characters to type.", field="text")
+        raise Invalid(gettext("Give 1 to %(most)s characters to type.") % {"most": MAX_TEXT}, field="text")
     strokes = text_keystrokes(text, layout)
     _rate_check(user)
     _send(vm, strokes)
@@ -71,7 +72,9 @@ def vm_screenshot(*, vm: VirtualMachine, user: User) -> bytes:
     try:
         shot = hypervisor_for(vm.host).screenshot(vm.name)
     except (DomainNotRunning, DomainNotFound):
-        raise VmStateConflict(f"{vm.name} is not running: start it to see its screen.") from None
+        raise VmStateConflict(
+            gettext("%(vm)s is not running: start it to see its screen.") % {"vm": vm.name}
+        ) from None
     _record(vm, user, "screenshot")
     if shot.startswith(b"\x89PNG"):
         return shot
@@ -84,7 +87,9 @@ def _send(vm: VirtualMachine, strokes: list[tuple[int, ...]]) -> None:
     try:
         hypervisor_for(vm.host).send_keys(vm.name, strokes, hold_ms=HOLD_MS)
     except (DomainNotRunning, DomainNotFound):
-        raise VmStateConflict(f"{vm.name} is not running: start it, then type.") from None
+        raise VmStateConflict(
+            gettext("%(vm)s is not running: start it, then type.") % {"vm": vm.name}
+        ) from None
 
 
 def _rate_check(user: User) -> None:
@@ -98,8 +103,11 @@ def _rate_check(user: User) -> None:
     if len(times) >= limit:
         retry_after = max(1, int((times[-1] + window - now).total_seconds()) + 1)
         raise RateLimited(
-            f"Too many screenshots, keys and texts in the last minute ({limit} allowed); "
-            f"try again in {retry_after} s.",
+            gettext(
+                "Too many screenshots, keys and texts in the last minute (%(limit)s allowed); "
+                "try again in %(seconds)s s."
+            )
+            % {"limit": limit, "seconds": retry_after},
             retry_after,
         )
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from console.access import vm_may_use
 from console.errors import PortalError
@@ -131,7 +132,8 @@ def control_handed_check(*, user: User, vm: VirtualMachine, session_key: str) ->
     ).select_related("requester")
     if session_key and (handover := handed.first()) is not None:
         raise ControlRefused(
-            f"You gave control of this console to {handover.requester.username}; take it back first."
+            gettext("You gave control of this console to %(user)s; take it back first.")
+            % {"user": handover.requester.username}
         )
 
 
@@ -167,23 +169,23 @@ def control_request(*, user: User, vm: VirtualMachine, session_key: str) -> Cont
     nobody else has input there, else asked of those who do."""
     if not vm_may_use(user, vm):
         raise ControlRefused(
-            "A viewer may only watch; ask the VM's owner for an operator share to take control."
+            gettext("A viewer may only watch; ask the VM's owner for an operator share to take control.")
         )
     if not session_key:
-        raise ControlRefused("Control is handed between console pages of logged-in users.")
+        raise ControlRefused(gettext("Control is handed between console pages of logged-in users."))
     seat = Seat(user.pk, session_key)
     with transaction.atomic():
         _lapse(vm)
         tickets = _open_tickets(vm)
         handovers = _active([vm.pk])
         if _seat_has_input(seat, tickets, handovers):
-            raise ControlRefused("You have control already.")
+            raise ControlRefused(gettext("You have control already."))
         if ControlHandover.objects.filter(
             vm=vm, state=State.ASKED, requester=user, requester_session=session_key
         ).exists():
-            raise ControlRefused("You asked already; wait for the answer, or withdraw.")
+            raise ControlRefused(gettext("You asked already; wait for the answer, or withdraw."))
         if any(_holder(h) == seat for h in handovers):
-            raise ControlRefused("You handed control over; take it back instead.")
+            raise ControlRefused(gettext("You handed control over; take it back instead."))
         others = [t for t in tickets if Seat(t.user_id, t.session_key) != seat and _has_input(t, handovers)]
         now = timezone.now()
         if others:
@@ -212,9 +214,9 @@ def control_answer(
             .first()
         )
         if handover is None or handover.state != State.ASKED:
-            raise ControlRefused("That request is no longer open (withdrawn, answered or lapsed).")
+            raise ControlRefused(gettext("That request is no longer open (withdrawn, answered or lapsed)."))
         if not vm_may_use(user, vm) or not _seat_has_input(seat, _open_tickets(vm), _active([vm.pk])):
-            raise ControlRefused("Only someone with control of this console may answer.")
+            raise ControlRefused(gettext("Only someone with control of this console may answer."))
         handover.holder, handover.holder_session = user, session_key
         handover.state = State.ACCEPTED if accept else State.REFUSED
         handover.answered_at = timezone.now()

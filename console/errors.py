@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 
+from django.utils.translation import gettext, gettext_noop
+
 
 class PortalError(Exception):
     """An error a user can cause and act on; `message` says what to do in words."""
@@ -184,98 +186,121 @@ class End(enum.IntEnum):
 
 # code: (what the record keeps, what the page tells the user)
 _ENDS: dict[End, tuple[str, str]] = {
-    End.CONNECTION_LOST: ("connection lost", "the connection to the portal was lost"),
-    End.WORKER_STOPPING: ("worker stopped", "the portal restarted"),
-    End.PROXY_BUSY: ("proxy busy", "the console proxy is busy; try again shortly"),
+    End.CONNECTION_LOST: ("connection lost", gettext_noop("the connection to the portal was lost")),
+    End.WORKER_STOPPING: ("worker stopped", gettext_noop("the portal restarted")),
+    End.PROXY_BUSY: ("proxy busy", gettext_noop("the console proxy is busy; try again shortly")),
     End.FOREIGN_ORIGIN: (
         "the page is not served by this portal",
-        "this page is not served by the portal (Origin refused)",
+        gettext_noop("this page is not served by the portal (Origin refused)"),
     ),
-    End.NOT_LOGGED_IN: ("not logged in", "you are not logged in; log in again and press Reconnect"),
-    End.UNKNOWN_TICKET: ("unknown console ticket", "the console ticket is unknown; press Reconnect"),
+    End.NOT_LOGGED_IN: (
+        "not logged in",
+        gettext_noop("you are not logged in; log in again and press Reconnect"),
+    ),
+    End.UNKNOWN_TICKET: (
+        "unknown console ticket",
+        gettext_noop("the console ticket is unknown; press Reconnect"),
+    ),
     End.EXPIRED: (
         "the console ticket has expired",
-        "the console ticket expired before the connection was made; press Reconnect",
+        gettext_noop("the console ticket expired before the connection was made; press Reconnect"),
     ),
     End.EXHAUSTED: (
         "the console ticket has been used up",
-        "the console ticket has been used up; press Reconnect",
+        gettext_noop("the console ticket has been used up; press Reconnect"),
     ),
     End.OTHER_USER: (
         "the console ticket belongs to another user",
-        "the console ticket belongs to another user",
+        gettext_noop("the console ticket belongs to another user"),
     ),
-    End.OTHER_VM: ("the console ticket is for another VM", "the console ticket is for another VM"),
+    End.OTHER_VM: (
+        "the console ticket is for another VM",
+        gettext_noop("the console ticket is for another VM"),
+    ),
     End.FORBIDDEN: (
         "you may no longer use this VM",
-        "you may no longer use this VM (it may have been given to someone else)",
+        gettext_noop("you may no longer use this VM (it may have been given to someone else)"),
     ),
     End.LOGGED_OUT: (
         "you logged out (or your login expired)",
-        "you logged out (or your login expired); log in again to reopen the console",
+        gettext_noop("you logged out (or your login expired); log in again to reopen the console"),
     ),
-    End.UNREACHABLE: ("console unreachable", "the VM's console does not accept connections"),
-    End.CONSOLE_ENDED: ("console closed", "the VM closed its console (it was shut down or restarted)"),
+    End.UNREACHABLE: ("console unreachable", gettext_noop("the VM's console does not accept connections")),
+    End.CONSOLE_ENDED: (
+        "console closed",
+        gettext_noop("the VM closed its console (it was shut down or restarted)"),
+    ),
     End.WRONG_PATH: (
         "the console ticket was issued for another console proxy",
-        "the console ticket was issued for another console proxy; press Reconnect",
+        gettext_noop("the console ticket was issued for another console proxy; press Reconnect"),
     ),
     End.VM_RESTARTED: (
         "the VM stopped or restarted since the ticket was issued",
-        "the VM stopped or restarted since this console was opened; press Reconnect",
+        gettext_noop("the VM stopped or restarted since this console was opened; press Reconnect"),
     ),
     End.TOO_MANY_CONSOLES: (
         "you have too many consoles open",
-        "you have too many consoles open; close one and press Reconnect",
+        gettext_noop("you have too many consoles open; close one and press Reconnect"),
     ),
     End.HOST_DOWN: (
         "the VM's host does not answer",
-        "the VM's host does not answer; try again when it is back",
+        gettext_noop("the VM's host does not answer; try again when it is back"),
     ),
     End.PASSWORD_CHANGED: (
         "your password was changed",
-        "your password was changed; log in again to reopen the console",
+        gettext_noop("your password was changed; log in again to reopen the console"),
     ),
-    End.DEACTIVATED: ("your account was deactivated", "your account was deactivated"),
-    End.SERIAL_BUSY: ("someone else has the serial console open", "someone else has the serial console open"),
-    End.TAKEN_OVER: ("an administrator took over the serial console", "someone took over the serial console"),
+    End.DEACTIVATED: ("your account was deactivated", gettext_noop("your account was deactivated")),
+    End.SERIAL_BUSY: (
+        "someone else has the serial console open",
+        gettext_noop("someone else has the serial console open"),
+    ),
+    End.TAKEN_OVER: (
+        "an administrator took over the serial console",
+        gettext_noop("someone took over the serial console"),
+    ),
     End.ENDED_BY_ADMIN: (
         "an administrator ended this console session",
-        "an administrator ended this console session",
+        gettext_noop("an administrator ended this console session"),
     ),
     End.IDLE: (
         "the console was idle too long (console.idleTimeoutMinutes)",
-        "the console was idle too long (no key press or mouse move); press Reconnect",
+        gettext_noop("the console was idle too long (no key press or mouse move); press Reconnect"),
     ),
     End.TOO_LONG: (
         "the console reached its maximum length (console.maxSessionMinutes)",
-        "the console reached its maximum length; press Reconnect",
+        gettext_noop("the console reached its maximum length; press Reconnect"),
     ),
-    End.SHARE_ENDED: ("the owner stopped sharing this console", "the owner stopped sharing this console"),
+    End.SHARE_ENDED: (
+        "the owner stopped sharing this console",
+        gettext_noop("the owner stopped sharing this console"),
+    ),
     End.VIEW_ONLY: (
         "this console is view-only: the channel it asked for is not opened",
-        "this console is view-only: its keyboard and mouse channel is not opened",
+        gettext_noop("this console is view-only: its keyboard and mouse channel is not opened"),
     ),
     End.PROTOCOL_VIOLATION: (
         "the client broke the console protocol",
-        "the console client sent something the portal does not pass on (a message it does not "
-        "know, too large, or not allowed); press Reconnect",
+        gettext_noop(
+            "the console client sent something the portal does not pass on (a message it does not "
+            "know, too large, or not allowed); press Reconnect"
+        ),
     ),
     End.TOKEN_REVOKED: (
         "the API token it was opened with was revoked or expired",
-        "the API token this console was opened with was revoked or expired",
+        gettext_noop("the API token this console was opened with was revoked or expired"),
     ),
     End.CONSOLE_REFUSED: (
         "the VM's console refused the portal",
-        "the VM's console refused the portal's credentials; press Reconnect",
+        gettext_noop("the VM's console refused the portal's credentials; press Reconnect"),
     ),
     End.DATABASE_DOWN: (
         "the portal's database does not answer",
-        "the portal's database does not answer (consoles already open keep working)",
+        gettext_noop("the portal's database does not answer (consoles already open keep working)"),
     ),
     End.VM_MOVED: (
         "the VM moved to another host",
-        "the VM is moving to another host; its console follows",
+        gettext_noop("the VM is moving to another host; its console follows"),
     ),
 }
 
@@ -292,7 +317,7 @@ class Refused(Exception):
 def end_table() -> dict[str, object]:
     """What the console pages' JavaScript knows of ends (rendered into each page)."""
     return {
-        "advice": {str(int(end)): end.advice for end in End},
+        "advice": {str(int(end)): gettext(end.advice) for end in End},  # in the page's language
         "codes": {end.name: int(end) for end in End},
         "reconnect": [int(end) for end in End if end.reconnects],
     }

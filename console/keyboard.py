@@ -20,6 +20,8 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from django.utils.translation import gettext, gettext_noop
+
 from console.errors import Invalid
 
 SHIFT, ALTGR, CTRL, ALT, SUPER = 42, 100, 29, 56, 125
@@ -41,14 +43,14 @@ SPACING = {"`": GRAVE, "´": ACUTE, "^": CIRCUMFLEX, "~": TILDE, "¨": DIAERESIS
 # name: (label, levels: base, Shift, AltGr), each level the four rows.
 _LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str, str, str], ...]]] = {
     "us": (
-        "English (US)",
+        gettext_noop("English (US)"),
         (
             ("`1234567890-=", "qwertyuiop[]", "asdfghjkl;'\\", " zxcvbnm,./"),
             ("~!@#$%^&*()_+", "QWERTYUIOP{}", 'ASDFGHJKL:"|', " ZXCVBNM<>?"),
         ),
     ),
     "uk": (
-        "English (UK)",
+        gettext_noop("English (UK)"),
         (
             ("`1234567890-=", "qwertyuiop[]", "asdfghjkl;'#", "\\zxcvbnm,./"),
             ('¬!"£$%^&*()_+', "QWERTYUIOP{}", "ASDFGHJKL:@~", "|ZXCVBNM<>?"),
@@ -56,7 +58,7 @@ _LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str, str, str], ...]]] = {
         ),
     ),
     "de": (
-        "German",
+        gettext_noop("German"),
         (
             (CIRCUMFLEX + "1234567890ß" + ACUTE, "qwertzuiopü+", "asdfghjklöä#", "<yxcvbnm,.-"),
             ('°!"§$%&/()=?' + GRAVE, "QWERTZUIOPÜ*", "ASDFGHJKLÖÄ'", ">YXCVBNM;:_"),
@@ -64,7 +66,7 @@ _LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str, str, str], ...]]] = {
         ),
     ),
     "fr": (
-        "French",
+        gettext_noop("French"),
         (
             ("²&é\"'(-è_çà)=", "azertyuiop" + CIRCUMFLEX + "$", "qsdfghjklmù*", "<wxcvbn,;:!"),
             (" 1234567890°+", "AZERTYUIOP" + DIAERESIS + "£", "QSDFGHJKLM%µ", ">WXCVBN?./§"),
@@ -72,7 +74,7 @@ _LAYOUTS: dict[str, tuple[str, tuple[tuple[str, str, str, str], ...]]] = {
         ),
     ),
     "ch": (
-        "Swiss German",
+        gettext_noop("Swiss German"),
         (
             ("§1234567890'" + CIRCUMFLEX, "qwertzuiopü" + DIAERESIS, "asdfghjklöä$", "<yxcvbnm,.-"),
             ('°+"*ç%&/()=?' + GRAVE, "QWERTZUIOPè!", "ASDFGHJKLéà£", ">YXCVBNM;:_"),
@@ -131,7 +133,8 @@ def text_keystrokes(text: str, layout: str) -> list[Keystroke]:
     if missing:
         shown = " ".join(repr(c) for c in dict.fromkeys(missing))
         raise Invalid(
-            f"The {_LAYOUTS[layout][0]} layout ({layout}) cannot type {shown}; nothing was typed.",
+            gettext("The %(name)s layout (%(layout)s) cannot type %(shown)s; nothing was typed.")
+            % {"name": gettext(_LAYOUTS[layout][0]), "layout": layout, "shown": shown},
             field="text",
         )
     return strokes
@@ -182,7 +185,7 @@ KEY_MENU = [
     *[(f"ctrl+alt+f{n}", f"Ctrl+Alt+F{n}") for n in range(1, 8)],
     ("alt+tab", "Alt+Tab"),
     ("alt+f4", "Alt+F4"),
-    ("super", "Super (Windows key)"),
+    ("super", gettext_noop("Super (Windows key)")),
     ("printscreen", "PrintScreen"),
     ("ctrl+w", "Ctrl+W"),
     ("ctrl+t", "Ctrl+T"),

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from console.keyboard import DEFAULT_LAYOUT, LAYOUT_CHOICES
 
@@ -544,8 +545,8 @@ class ConsoleShare(models.Model):
     its owner ends it."""
 
     class Role(models.TextChoices):
-        VIEWER = "viewer", "viewer (watch the console)"
-        OPERATOR = "operator", "operator (console, serial, .vv, power)"
+        VIEWER = "viewer", _("viewer (watch the console)")
+        OPERATOR = "operator", _("operator (console, serial, .vv, power)")
 
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="shares")
     viewer = models.ForeignKey(
@@ -738,9 +739,9 @@ class VmGrant(models.Model):
     """
 
     class Role(models.TextChoices):
-        VIEWER = "viewer", "viewer (watch the console)"
-        OPERATOR = "operator", "operator (console, serial, .vv, power)"
-        ADMIN = "admin", "admin (all, sharing included)"
+        VIEWER = "viewer", _("viewer (watch the console)")
+        OPERATOR = "operator", _("operator (console, serial, .vv, power)")
+        ADMIN = "admin", _("admin (all, sharing included)")
 
     vm = models.ForeignKey(
         VirtualMachine, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"

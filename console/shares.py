@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import get_user_model
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 
 from console.models import ConsoleShare
 from console.notices import console_sessions_notify
@@ -21,8 +22,16 @@ if TYPE_CHECKING:
 
 
 # How long a share may last (hours), as the page offers them.
-SHARE_HOURS = {1: "1 hour", 4: "4 hours", 8: "8 hours", 24: "1 day", 168: "7 days"}
+SHARE_HOURS = {
+    1: gettext_noop("1 hour"),
+    4: gettext_noop("4 hours"),
+    8: gettext_noop("8 hours"),
+    24: gettext_noop("1 day"),
+    168: gettext_noop("7 days"),
+}
 SHARE_HOURS_DEFAULT = 8
+# A share's role as its owner's page names it (translated there).
+ROLE_WORDS = (gettext_noop("viewer"), gettext_noop("operator"))
 
 
 def console_share_create(
@@ -36,21 +45,27 @@ def console_share_create(
     """Share `vm`'s console with the user named `username` as `role` for `hours`; ValueError
     says why not (no such user, the owner themself, already shared, a role or time not offered)."""
     if role not in ConsoleShare.Role.values:
-        raise ValueError(f"{role!r} is not a share's role: viewer or operator.")
+        raise ValueError(gettext("%(role)r is not a share's role: viewer or operator.") % {"role": role})
     if hours not in SHARE_HOURS:
-        raise ValueError(f"A share lasts {', '.join(SHARE_HOURS.values())}, not {hours!r} hours.")
+        raise ValueError(
+            gettext("A share lasts %(choices)s, not %(hours)r hours.")
+            % {"choices": ", ".join(gettext(label) for label in SHARE_HOURS.values()), "hours": hours}
+        )
     viewer = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
     if viewer is None:
-        raise ValueError(f"There is no active user {username.strip()!r}.")
+        raise ValueError(gettext("There is no active user %(name)r.") % {"name": username.strip()})
     if viewer.pk == vm.owner_id:
-        raise ValueError(f"{username} owns {vm.name} already.")
+        raise ValueError(gettext("%(user)s owns %(vm)s already.") % {"user": username, "vm": vm.name})
     now = timezone.now()
     # A share past its time box is over: recorded as ended then, so a new one may start.
     ConsoleShare.objects.filter(vm=vm, viewer=viewer, ended_at__isnull=True, expires_at__lte=now).update(
         ended_at=F("expires_at")
     )
     if ConsoleShare.objects.filter(vm=vm, viewer=viewer, ended_at__isnull=True).exists():
-        raise ValueError(f"{vm.name} is shared with {username} already; stop that share first.")
+        raise ValueError(
+            gettext("%(vm)s is shared with %(user)s already; stop that share first.")
+            % {"vm": vm.name, "user": username}
+        )
     return ConsoleShare.objects.create(
         vm=vm, viewer=viewer, shared_by=by, role=role, expires_at=now + timedelta(hours=hours)
     )

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from console.access import vm_may_use, vm_shared_with
 from console.accounts import accounts_recheck
@@ -82,14 +83,19 @@ def console_endpoint(vm: VirtualMachine) -> tuple[GraphicsEndpoint, str]:
     hypervisor = hypervisor_for(vm.host)
     state = hypervisor.state(vm.name)
     if state not in ACTIVE_STATES:
-        raise ConsoleUnavailable(f"{vm.name} is {state}; start it to open its console.")
+        raise ConsoleUnavailable(
+            gettext("%(vm)s is %(state)s; start it to open its console.")
+            % {"vm": vm.name, "state": gettext(state)}
+        )
     try:
         live_xml = hypervisor.xml(vm.name)
     except DomainNotFound:
-        raise ConsoleUnavailable(f"{vm.name} is not defined on {vm.host.name}.") from None
+        raise ConsoleUnavailable(
+            gettext("%(vm)s is not defined on %(host)s.") % {"vm": vm.name, "host": vm.host.name}
+        ) from None
     endpoint = graphics_endpoint(live_xml)
     if endpoint is None:
-        raise ConsoleUnavailable(f"{vm.name} has no SPICE or VNC console.")
+        raise ConsoleUnavailable(gettext("%(vm)s has no SPICE or VNC console.") % {"vm": vm.name})
     return endpoint, live_xml
 
 
@@ -99,8 +105,12 @@ def _rate_check(user: User, vm: VirtualMachine, now: datetime) -> None:
     since = now - RATE_WINDOW
     recent = ConsoleTicket.objects.filter(user=user, created_at__gte=since)
     for rows, limit, what in (
-        (recent.filter(vm=vm), settings.CONSOLE_TICKETS_PER_MINUTE_PER_VM, f"for {vm.name}"),
-        (recent, settings.CONSOLE_TICKETS_PER_MINUTE, "in all"),
+        (
+            recent.filter(vm=vm),
+            settings.CONSOLE_TICKETS_PER_MINUTE_PER_VM,
+            gettext("for %(vm)s") % {"vm": vm.name},
+        ),
+        (recent, settings.CONSOLE_TICKETS_PER_MINUTE, gettext("in all")),
     ):
         if limit <= 0:
             continue
@@ -108,8 +118,11 @@ def _rate_check(user: User, vm: VirtualMachine, now: datetime) -> None:
         if len(times) >= limit:
             retry_after = max(1, int((times[-1] + RATE_WINDOW - now).total_seconds()) + 1)
             raise RateLimited(
-                f"Too many consoles opened {what} in the last minute ({limit} allowed); "
-                f"try again in {retry_after} s.",
+                gettext(
+                    "Too many consoles opened %(what)s in the last minute (%(limit)s allowed); "
+                    "try again in %(seconds)s s."
+                )
+                % {"what": what, "limit": limit, "seconds": retry_after},
                 retry_after,
             )
 
@@ -173,7 +186,9 @@ def console_ticket_issue(
                 min_valid=timedelta(seconds=seconds) + PASSWORD_MARGIN,
             )
     except (DomainNotRunning, DomainNotFound):
-        raise ConsoleUnavailable(f"{vm.name} stopped; start it to open its console.") from None
+        raise ConsoleUnavailable(
+            gettext("%(vm)s stopped; start it to open its console.") % {"vm": vm.name}
+        ) from None
     if kind == ConsoleTicket.Kind.VV and not vv_direct:
         vv_password = client_secret = secrets.token_urlsafe(24)
     token = secrets.token_hex(24)
@@ -213,14 +228,20 @@ def serial_ticket_issue(*, user: User, vm: VirtualMachine, origin: str, session_
     hypervisor = hypervisor_for(vm.host)
     state = hypervisor.state(vm.name)
     if state not in ACTIVE_STATES:
-        raise ConsoleUnavailable(f"{vm.name} is {state}; start it to open its serial console.")
+        raise ConsoleUnavailable(
+            gettext("%(vm)s is %(state)s; start it to open its serial console.")
+            % {"vm": vm.name, "state": gettext(state)}
+        )
     try:
         live_xml = hypervisor.xml(vm.name)
     except DomainNotFound:
-        raise ConsoleUnavailable(f"{vm.name} is not defined on {vm.host.name}.") from None
+        raise ConsoleUnavailable(
+            gettext("%(vm)s is not defined on %(host)s.") % {"vm": vm.name, "host": vm.host.name}
+        ) from None
     if not has_serial_console(live_xml):
         raise ConsoleUnavailable(
-            f"{vm.name} has no serial console. Tick 'serial console' on the VM and restart it."
+            gettext("%(vm)s has no serial console. Tick 'serial console' on the VM and restart it.")
+            % {"vm": vm.name}
         )
     token = secrets.token_hex(24)
     expires_at = now + timedelta(seconds=settings.CONSOLE_TICKET_SECONDS)

@@ -18,6 +18,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.formats import date_format
+from django.utils.translation import gettext, gettext_noop
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -131,16 +133,20 @@ def two_factor(request: AuthenticatedRequest) -> HttpResponse:
         if action == "confirm" and not enabled:
             codes = totp_enrolment_confirm(request, user, code)
             if codes is None:
-                messages.error(request, "That code is not right: type the 6 digits the app shows now.")
+                messages.error(
+                    request, gettext("That code is not right: type the 6 digits the app shows now.")
+                )
                 return redirect("two-factor")
         elif action == "renew" and two_factor_enabled(user):
             codes = recovery_codes_renew(user)
         elif action == "remove" and not required_by_policy:
             if second_factor_verify(request, user, code):
                 two_factor_remove(user)
-                messages.success(request, "Two-factor authentication is off.")
+                messages.success(request, gettext("Two-factor authentication is off."))
             else:
-                messages.error(request, "That code is not right; two-factor authentication stays on.")
+                messages.error(
+                    request, gettext("That code is not right; two-factor authentication stays on.")
+                )
             return redirect("two-factor")
     context: dict[str, Any] = {
         "enabled": two_factor_enabled(user),
@@ -239,8 +245,13 @@ def vm_list(request: AuthenticatedRequest) -> HttpResponse:
             "hosts": Host.objects.order_by("name").values_list("name", flat=True),
             "states": ["running", "paused", "shut off", "missing", "unknown"],
             "modes": ConsoleModeChoice.choices,
-            "sorts": [("name", "name"), ("-name", "name, Z to A"), ("host", "host"), ("state", "state")]
-            + ([("owner", "owner")] if request.user.is_staff else []),
+            "sorts": [
+                ("name", gettext_noop("name")),
+                ("-name", gettext_noop("name, Z to A")),
+                ("host", gettext_noop("host")),
+                ("state", gettext_noop("state")),
+            ]
+            + ([("owner", gettext_noop("owner"))] if request.user.is_staff else []),
         },
     )
 
@@ -378,14 +389,18 @@ def vm_migrate_view(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     target = Host.objects.filter(pk=request.POST.get("host") or 0).first()
     if target is None:
-        messages.error(request, "Choose the host to move the VM to.")
+        messages.error(request, gettext("Choose the host to move the VM to."))
         return redirect(vm)
     try:
         vm_migrate(vm=vm, target=target, user=request.user)
     except PortalError as exc:  # staff only: the hypervisor's words are theirs to read
-        messages.error(request, f"Not moved: {exc}")
+        messages.error(request, gettext("Not moved: %(reason)s") % {"reason": exc})
     else:
-        messages.success(request, f"Moving {vm.name} to {target.name}: its consoles follow by themselves.")
+        messages.success(
+            request,
+            gettext("Moving %(vm)s to %(host)s: its consoles follow by themselves.")
+            % {"vm": vm.name, "host": target.name},
+        )
     return redirect(vm)
 
 
@@ -401,10 +416,16 @@ def vm_migration_state(request: AuthenticatedRequest, vm_id: int) -> JsonRespons
 
 
 ACTIONS = {
-    "start": (vm_start, "{vm} is starting with a {result} console."),
-    "shutdown": (vm_shutdown, "{vm} was asked to shut down."),
-    "poweroff": (vm_poweroff, "{vm} was powered off."),
-    "reboot": (vm_reboot, "{vm} was restarted with a {result} console."),
+    "start": (vm_start, gettext_noop("%(vm)s is starting with a %(result)s console.")),
+    "shutdown": (vm_shutdown, gettext_noop("%(vm)s was asked to shut down.")),
+    "poweroff": (vm_poweroff, gettext_noop("%(vm)s was powered off.")),
+    "reboot": (vm_reboot, gettext_noop("%(vm)s was restarted with a %(result)s console.")),
+}
+ACTION_WORDS = {
+    "start": gettext_noop("Could not start %(vm)s"),
+    "shutdown": gettext_noop("Could not shut down %(vm)s"),
+    "poweroff": gettext_noop("Could not power off %(vm)s"),
+    "reboot": gettext_noop("Could not reboot %(vm)s"),
 }
 
 
@@ -422,10 +443,10 @@ def vm_action(request: AuthenticatedRequest, vm_id: str, action: str) -> HttpRes
     except (HypervisorError, ValueError) as exc:
         logger.warning("%s of %s failed: %s", action, vm.name, exc)
         # libvirt's words can quote paths and configuration on the host: staff only.
-        detail = f": {exc}" if request.user.is_staff else "; an administrator can see why in the log"
-        messages.error(request, f"Could not {action} {vm.name}{detail}.")
+        detail = f": {exc}" if request.user.is_staff else gettext("; an administrator can see why in the log")
+        messages.error(request, gettext(ACTION_WORDS[action]) % {"vm": vm.name} + f"{detail}.")
     else:
-        messages.success(request, done.format(vm=vm.name, result=(result or "").upper()))
+        messages.success(request, gettext(done) % {"vm": vm.name, "result": (result or "").upper()})
     if request.POST.get("next") == "list":
         return redirect("console:vm-list")
     if request.POST.get("next") == "console" and action == "start":
@@ -606,7 +627,9 @@ def api_tokens(request: AuthenticatedRequest) -> HttpResponse:
     if request.method == "POST":
         if request.POST.get("action") == "revoke":
             if api_token_revoke(user=request.user, token_id=int(request.POST.get("token") or 0)):
-                messages.success(request, "The token was revoked; requests with it are refused from now on.")
+                messages.success(
+                    request, gettext("The token was revoked; requests with it are refused from now on.")
+                )
             return redirect("console:api-tokens")
         name = request.POST.get("name", "").strip()
         try:
@@ -631,7 +654,7 @@ def vm_share(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     watch read-only or to use as an operator, for a time."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     if not vm_may_administer(request.user, vm):
-        messages.error(request, "Only the VM's owner, its admins and staff share its console.")
+        messages.error(request, gettext("Only the VM's owner, its admins and staff share its console."))
         return redirect(vm)
     try:
         share = console_share_create(
@@ -644,14 +667,14 @@ def vm_share(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
-        what = "use" if share.role == ConsoleShare.Role.OPERATOR else "watch (read-only)"
-        until = (
-            timezone.localtime(share.expires_at).strftime("%Y-%m-%d %H:%M")
-            if share.expires_at
-            else "you stop it"
+        words = (
+            gettext("%(user)s may now use %(vm)s's console until %(until)s.")
+            if share.role == ConsoleShare.Role.OPERATOR
+            else gettext("%(user)s may now watch (read-only) %(vm)s's console until %(until)s.")
         )
+        until = date_format(timezone.localtime(share.expires_at), "SHORT_DATETIME_FORMAT")
         messages.success(
-            request, f"{share.viewer.get_username()} may now {what} {vm.name}'s console until {until}."
+            request, words % {"user": share.viewer.get_username(), "vm": vm.name, "until": until}
         )
     return redirect(vm)
 
@@ -670,7 +693,7 @@ def vm_share_end(request: AuthenticatedRequest, vm_id: int, share_id: int) -> Ht
     """Stop sharing: the viewer's open consoles end at their next check (4023)."""
     vm = vm_get_for_user(user=request.user, vm_id=vm_id)
     if console_share_end(vm=vm, share_id=share_id):
-        messages.success(request, "Sharing stopped; the viewer's console closes within seconds.")
+        messages.success(request, gettext("Sharing stopped; the viewer's console closes within seconds."))
     return redirect(vm)
 
 

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from api.v1 import api
 from console.sso import sso_callback, sso_login
@@ -14,6 +15,9 @@ urlpatterns = [
     path("accounts/sso/login/", sso_login, name="sso-login"),
     path("accounts/sso/callback/", sso_callback, name="sso-callback"),
     path("admin/", admin.site.urls),
+    # The language switch (POST), and the console pages' translations for their JavaScript.
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("jsi18n/", JavaScriptCatalog.as_view(packages=["console"]), name="javascript-catalog"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),

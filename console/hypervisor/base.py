@@ -10,10 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from django.utils.translation import gettext_noop
+
 from console.errors import PortalError
 
 ACTIVE_STATES = {"running", "paused", "shutting down", "suspended"}
 MISSING = "missing"
+# Every state a VM is shown in, for the translations (pages show them translated, the API as is).
+STATE_WORDS = (
+    gettext_noop("running"),
+    gettext_noop("paused"),
+    gettext_noop("shutting down"),
+    gettext_noop("shut off"),
+    gettext_noop("crashed"),
+    gettext_noop("suspended"),
+    gettext_noop("missing"),
+    gettext_noop("unknown"),
+)
 
 
 class HypervisorError(PortalError):

@@ -9,6 +9,15 @@ export const ENDS = JSON.parse(document.getElementById("console-ends").textConte
 const RECONNECT_CODES = new Set(ENDS.reconnect);
 const RECONNECT_ATTEMPTS = 8; // 0.25 s doubling up to 4 s: about 20 s in all
 
+import { gettext, interpolate } from "./i18n.js";
+
+// The VM's states as the portal reports them (the state URL), in the page's language.
+const STATE_WORDS = {
+  running: gettext("running"), paused: gettext("paused"), "shutting down": gettext("shutting down"),
+  "shut off": gettext("shut off"), crashed: gettext("crashed"), suspended: gettext("suspended"),
+  missing: gettext("missing"), unknown: gettext("unknown"),
+};
+
 const script = document.getElementById("console-script");
 const statusLine = document.getElementById("status");
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
@@ -19,7 +28,7 @@ export function setStatus(kind, text) {
 }
 
 export function closeReason(code) {
-  return ENDS.advice[code] || `the connection closed (code ${code})`;
+  return ENDS.advice[code] || interpolate(gettext("the connection closed (code %(code)s)"), { code });
 }
 
 /** The WebSocket URL for a ticket (ticket-prefetch.js, which every console page loads first). */
@@ -64,13 +73,14 @@ export async function freshTicket() {
       credentials: "same-origin",
     });
   } catch (_) {
-    throw Object.assign(new Error("the portal does not answer"), { retryable: true });
+    throw Object.assign(new Error(gettext("the portal does not answer")), { retryable: true });
   }
-  const body = await response.json().catch(() => ({ error: `the portal answered ${response.status}` }));
+  const answered = interpolate(gettext("the portal answered %(status)s"), { status: response.status });
+  const body = await response.json().catch(() => ({ error: answered }));
   if (!response.ok) {
     // Step-up: a fresh code first (console.twofactor); its page brings the user back here.
     if (body.code === "second_factor_required" && body.verifyUrl) window.location.assign(body.verifyUrl);
-    const error = new Error(body.error || `the portal answered ${response.status}`);
+    const error = new Error(body.error || answered);
     throw Object.assign(error, { retryable: response.status >= 500 });
   }
   return body;
@@ -106,7 +116,7 @@ export function inputSeen() {
   lastInput = Date.now();
   if (idleWarned && isConnected) {
     idleWarned = false;
-    setStatus("connected", "Connected");
+    setStatus("connected", gettext("Connected"));
   }
 }
 
@@ -121,6 +131,18 @@ export function idleLimitFrom(ticket) {
 }
 
 document.addEventListener("keydown", inputSeen, true);
+
+// The way out of the screen's focus trap: every key typed on the screen goes to the VM, Tab
+// included, so Ctrl+Alt+Shift+T (said to screen readers by the screen's description, and in
+// the README) moves the focus to the toolbar's first control. The clients release the keys
+// they had pressed on the VM when the screen loses the focus.
+export const TOOLBAR_KEY = { ctrlKey: true, altKey: true, shiftKey: true, code: "KeyT" };
+window.addEventListener("keydown", (event) => {
+  if (!Object.entries(TOOLBAR_KEY).every(([name, value]) => event[name] === value)) return;
+  event.preventDefault();
+  event.stopImmediatePropagation();
+  document.querySelector("#toolbar a, #toolbar button:not([hidden])")?.focus();
+}, true);
 for (const area of document.querySelectorAll("#screen-area, #terminal-area")) {
   for (const type of ["mousemove", "mousedown", "wheel", "touchstart"]) {
     area.addEventListener(type, inputSeen, { capture: true, passive: true });
@@ -131,7 +153,8 @@ setInterval(() => {
   const left = idleLimit - (Date.now() - lastInput);
   if (left > 0 && left <= 60000) {
     idleWarned = true;
-    setStatus("connecting", `Idle: this console closes in ${Math.ceil(left / 1000)} s; press a key or move the mouse to keep it.`);
+    const words = gettext("Idle: this console closes in %(seconds)s s; press a key or move the mouse to keep it.");
+    setStatus("connecting", interpolate(words, { seconds: Math.ceil(left / 1000) }));
   }
 }, 1000);
 
@@ -139,7 +162,7 @@ export function connected() {
   reconnectAttempts = 0;
   isConnected = true;
   idleWarned = false;
-  setStatus("connected", "Connected");
+  setStatus("connected", gettext("Connected"));
 }
 
 /** Explain a disconnect in words, asking the portal about the VM's state when it helps; after a
@@ -147,11 +170,12 @@ export function connected() {
 export async function disconnected(code) {
   isConnected = false;
   console.info(`console socket closed with code ${code}`);
-  setStatus("disconnected", `Disconnected: ${closeReason(code)}.`);
+  setStatus("disconnected", interpolate(gettext("Disconnected: %(reason)s."), { reason: closeReason(code) }));
   while (RECONNECT_CODES.has(code) && reconnect && reconnectAttempts < reconnectLimit(code)) {
     reconnectAttempts += 1;
     const delay = reconnectDelay(code, reconnectAttempts);
-    setStatus("connecting", `Disconnected: ${closeReason(code)}. Reconnecting (attempt ${reconnectAttempts})…`);
+    const words = gettext("Disconnected: %(reason)s. Reconnecting (attempt %(attempt)s)…");
+    setStatus("connecting", interpolate(words, { reason: closeReason(code), attempt: reconnectAttempts }));
     await new Promise((resolve) => setTimeout(resolve, delay));
     const outcome = await reconnect();
     if (outcome !== "retry") return;
@@ -168,9 +192,10 @@ export async function disconnected(code) {
       return; // keep the close code's explanation
     }
     if (state === "shutting down") {
-      setStatus("disconnected", "Disconnected: the VM is shutting down.");
+      setStatus("disconnected", gettext("Disconnected: the VM is shutting down."));
     } else if (state && state !== "running") {
-      setStatus("disconnected", `Disconnected: the VM is ${state}. Start it from its page, then press Reconnect.`);
+      const words = gettext("Disconnected: the VM is %(state)s. Start it from its page, then press Reconnect.");
+      setStatus("disconnected", interpolate(words, { state: STATE_WORDS[state] || state }));
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -188,7 +213,7 @@ async function postForm(form, body = new FormData(form)) {
     });
     return await response.json();
   } catch (_) {
-    return { error: "the portal did not answer; try again" };
+    return { error: gettext("the portal did not answer; try again") };
   }
 }
 
@@ -215,8 +240,8 @@ function stickyModifiers(client, keysForm) {
   const held = () => buttons.filter((b) => b.getAttribute("aria-pressed") === "true").map((b) => b.dataset.modifier);
   const release = () => buttons.forEach((b) => b.setAttribute("aria-pressed", "false"));
   const status = () => setStatus(isConnected ? "connected" : "disconnected", held().length
-    ? `${held().join("+")} held: press a key on the VM (click it again to let go)`
-    : "Connected");
+    ? interpolate(gettext("%(keys)s held: press a key on the VM (click it again to let go)"), { keys: held().join("+") })
+    : gettext("Connected"));
   for (const button of buttons) {
     button.addEventListener("click", () => {
       button.setAttribute("aria-pressed", String(button.getAttribute("aria-pressed") !== "true"));
@@ -238,7 +263,9 @@ function stickyModifiers(client, keysForm) {
     body.set("keys", [...modifiers, name].join("+"));
     const answer = await postForm(keysForm, body);
     setStatus(isConnected ? "connected" : "disconnected",
-      answer.error ? `Not pressed: ${answer.error}` : `Pressed ${[...modifiers, name].join("+")}`);
+      answer.error
+        ? interpolate(gettext("Not pressed: %(error)s"), { error: answer.error })
+        : interpolate(gettext("Pressed %(keys)s"), { keys: [...modifiers, name].join("+") }));
   }, true);
   window.addEventListener("keyup", (event) => {
     if (!swallowed.delete(event.code)) return;
@@ -259,7 +286,7 @@ export async function consolePage(client) {
     client.focus();
     inputSeen();
     const answer = await postForm(keysForm);
-    if (answer.error) setStatus(isConnected ? "connected" : "disconnected", `Not pressed: ${answer.error}`);
+    if (answer.error) setStatus(isConnected ? "connected" : "disconnected", interpolate(gettext("Not pressed: %(error)s"), { error: answer.error }));
   });
   stickyModifiers(client, keysForm);
   const typeForm = document.getElementById("type-text");
@@ -273,7 +300,7 @@ export async function consolePage(client) {
     client.focus();
     inputSeen();
     const answer = await postForm(typeForm, body);
-    if (answer.error) setStatus(isConnected ? "connected" : "disconnected", `Not typed: ${answer.error}`);
+    if (answer.error) setStatus(isConnected ? "connected" : "disconnected", interpolate(gettext("Not typed: %(error)s"), { error: answer.error }));
   });
   document.getElementById("fullscreen").addEventListener("click", async () => {
     if (document.fullscreenElement) {
@@ -287,8 +314,8 @@ export async function consolePage(client) {
         () => false,
       );
       const note = locked
-        ? "Fullscreen: the browser's shortcuts (Ctrl+W, Ctrl+T, Alt+Tab) go to the VM; hold Esc to leave."
-        : "Fullscreen: this browser keeps Ctrl+W, Ctrl+T and Alt+Tab; press them from the Keys menu.";
+        ? gettext("Fullscreen: the browser's shortcuts (Ctrl+W, Ctrl+T, Alt+Tab) go to the VM; hold Esc to leave.")
+        : gettext("Fullscreen: this browser keeps Ctrl+W, Ctrl+T and Alt+Tab; press them from the Keys menu.");
       if (document.fullscreenElement) setStatus(isConnected ? "connected" : "connecting", note);
     }
     client.focus();
@@ -308,16 +335,16 @@ export async function consolePage(client) {
   // on-screen keyboard).
   if (window.matchMedia("(max-width: 48rem)").matches) scale(true);
   reconnect = async () => {
-    setStatus("connecting", "Closing the old connection…");
+    setStatus("connecting", gettext("Closing the old connection…"));
     await client.disconnect();
-    setStatus("connecting", "Getting a fresh ticket…");
+    setStatus("connecting", gettext("Getting a fresh ticket…"));
     try {
       ticket = await freshTicket();
     } catch (error) {
-      setStatus("disconnected", `Cannot reconnect: ${error.message}`);
+      setStatus("disconnected", interpolate(gettext("Cannot reconnect: %(error)s"), { error: error.message }));
       return error.retryable ? "retry" : "failed";
     }
-    setStatus("connecting", "Connecting…");
+    setStatus("connecting", gettext("Connecting…"));
     idleLimitFrom(ticket);
     client.connect(ticket);
     return "connecting";
@@ -329,7 +356,7 @@ export async function consolePage(client) {
   try {
     ticket = await window.consoleTicket;
   } catch (error) {
-    setStatus("disconnected", `Cannot connect: ${error.message}`);
+    setStatus("disconnected", interpolate(gettext("Cannot connect: %(error)s"), { error: error.message }));
     return;
   }
   idleLimitFrom(ticket);

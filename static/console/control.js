@@ -2,6 +2,8 @@
 // whose keys and mouse reach the VM; this part of the page shows who has them, asks for them
 // and answers those who ask. Pages of users who may operate the VM only (viewers just watch).
 
+import { gettext, interpolate } from "./i18n.js";
+
 const POLL_MS = 2000;
 
 function button(text, onClick) {
@@ -40,23 +42,23 @@ export function controlWatch(onInput) {
     }
     requestButton.hidden = !state.mayRequest;
     endButton.hidden = !(state.handedTo || state.givenBy || state.asked);
-    if (state.handedTo) endButton.textContent = "Take back control";
-    else if (state.givenBy) endButton.textContent = "Give control back";
-    else endButton.textContent = "Withdraw request";
+    if (state.handedTo) endButton.textContent = gettext("Take back control");
+    else if (state.givenBy) endButton.textContent = gettext("Give control back");
+    else endButton.textContent = gettext("Withdraw request");
     let words = "";
-    if (state.handedTo) words = `You gave control to ${state.handedTo}: your keys and mouse do not reach the VM.`;
-    else if (state.givenBy) words = `${state.givenBy} gave you control.`;
-    else if (state.asked) words = "Control asked for: waiting for an answer…";
+    if (state.handedTo) words = interpolate(gettext("You gave control to %(user)s: your keys and mouse do not reach the VM."), { user: state.handedTo });
+    else if (state.givenBy) words = interpolate(gettext("%(user)s gave you control."), { user: state.givenBy });
+    else if (state.asked) words = gettext("Control asked for: waiting for an answer…");
     note.textContent = words || refusal;
     const key = state.requests.map((asking) => asking.id).join(",");
     if (key !== shownRequests) {
       shownRequests = key;
       requests.replaceChildren(...state.requests.map((asking) => {
         const line = document.createElement("span");
-        line.append(`${asking.user} asks for control`);
+        line.append(interpolate(gettext("%(user)s asks for control"), { user: asking.user }));
         line.append(
-          button("Give control", () => act(box.dataset.answerUrl, { request: asking.id, accept: "1" })),
-          button("Refuse", () => act(box.dataset.answerUrl, { request: asking.id, accept: "0" })),
+          button(gettext("Give control"), () => act(box.dataset.answerUrl, { request: asking.id, accept: "1" })),
+          button(gettext("Refuse"), () => act(box.dataset.answerUrl, { request: asking.id, accept: "0" })),
         );
         return line;
       }));
@@ -77,7 +79,7 @@ export function controlWatch(onInput) {
       const answer = await response.json();
       if (answer.error) refusal = answer.error;
     } catch (_) {
-      refusal = "The portal did not answer; try again.";
+      refusal = gettext("The portal did not answer; try again.");
     }
     await refresh();
   }

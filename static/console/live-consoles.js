@@ -1,5 +1,8 @@
 // The staff page of open console sessions: polls the API every second, and ends a session
 // through it. Built with DOM calls (no innerHTML): user names and addresses are data.
+// Django's JavaScript catalogue (base.html loads it first): the page's words in its language.
+const gettext = window.gettext ?? ((text) => text);
+const fill = (format, values) => format.replace(/%\((\w+)\)s/g, (_, name) => String(values[name]));
 const script = document.getElementById("live-script");
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
 const body = document.querySelector("#live-consoles tbody");
@@ -9,7 +12,8 @@ function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  const number = n.toLocaleString(document.documentElement.lang, { maximumFractionDigits: i ? 1 : 0, minimumFractionDigits: i ? 1 : 0 });
+  return `${number} ${units[i]}`;
 }
 
 function duration(since) {
@@ -27,10 +31,10 @@ async function end(session, button) {
   });
   if (!response.ok) {
     const error = await response.json().catch(() => ({}));
-    status.textContent = `Could not end it: ${error.error?.message || response.status}`;
+    status.textContent = fill(gettext("Could not end it: %(error)s"), { error: error.error?.message || response.status });
     button.disabled = false;
   } else {
-    button.textContent = "Ending…";
+    button.textContent = gettext("Ending…");
   }
 }
 
@@ -39,7 +43,7 @@ function row(session) {
   tr.dataset.session = session.id;
   const cells = [
     session.user, session.vm, session.host, session.protocol.toUpperCase(), session.via,
-    session.client_address || "", new Date(session.started_at).toLocaleTimeString(),
+    session.client_address || "", new Date(session.started_at).toLocaleTimeString(document.documentElement.lang),
     duration(session.started_at), bytes(session.bytes_to_client), bytes(session.bytes_from_client),
   ];
   for (const text of cells) {
@@ -51,10 +55,10 @@ function row(session) {
   const button = document.createElement("button");
   button.className = "danger";
   if (session.ended_by) {
-    button.textContent = "Ending…";
+    button.textContent = gettext("Ending…");
     button.disabled = true;
   } else {
-    button.textContent = "End";
+    button.textContent = gettext("End");
     button.addEventListener("click", () => end(session, button));
   }
   td.append(button);
@@ -66,12 +70,13 @@ async function refresh() {
   try {
     const response = await fetch(`${script.dataset.sessionsUrl}?open=true&limit=500`, { credentials: "same-origin" });
     const page = await response.json();
-    if (!response.ok) throw new Error(page.error?.message || `the portal answered ${response.status}`);
+    if (!response.ok) throw new Error(page.error?.message || fill(gettext("the portal answered %(status)s"), { status: response.status }));
     // .vv downloads are recorded as sessions that end as they start: none is open here.
     body.replaceChildren(...page.items.map(row));
-    status.textContent = `${page.count} open · updated ${new Date().toLocaleTimeString()}`;
+    const words = gettext("%(count)s open · updated %(time)s");
+    status.textContent = fill(words, { count: page.count.toLocaleString(document.documentElement.lang), time: new Date().toLocaleTimeString(document.documentElement.lang) });
   } catch (error) {
-    status.textContent = `Not updated: ${error.message}`;
+    status.textContent = fill(gettext("Not updated: %(error)s"), { error: error.message });
   }
   setTimeout(refresh, 1000);
 }

@@ -1,6 +1,8 @@
 // What both recording players share: loading a recording, the playback controls (play, pause,
 // speed 1-16x, seek, the clock), and a clock that drives a player's `advanceTo(ms)`.
 
+import { gettext, interpolate } from "./i18n.js";
+
 export function setStatus(kind, text) {
   const status = document.getElementById("status");
   status.className = `status ${kind}`;
@@ -9,7 +11,7 @@ export function setStatus(kind, text) {
 
 export async function fetchRecording(url) {
   const response = await fetch(url, { credentials: "same-origin" });
-  if (!response.ok) throw new Error(`the portal answered ${response.status}`);
+  if (!response.ok) throw new Error(interpolate(gettext("the portal answered %(status)s"), { status: response.status }));
   return new Uint8Array(await response.arrayBuffer());
 }
 
@@ -42,7 +44,7 @@ export function playbackControls(player) {
     show();
     if (position >= player.duration) {
       pause();
-      setStatus("disconnected", "End of the recording");
+      setStatus("disconnected", gettext("End of the recording"));
       return;
     }
     requestAnimationFrame(frame);
@@ -51,18 +53,18 @@ export function playbackControls(player) {
   function play() {
     if (position >= player.duration) seek(0);
     playing = true;
-    playButton.textContent = "Pause";
+    playButton.textContent = gettext("Pause");
     playButton.setAttribute("aria-pressed", "true");
-    setStatus("connected", "Playing");
+    setStatus("connected", gettext("Playing"));
     last = performance.now();
     requestAnimationFrame(frame);
   }
 
   function pause() {
     playing = false;
-    playButton.textContent = "Play";
+    playButton.textContent = gettext("Play");
     playButton.setAttribute("aria-pressed", "false");
-    if (position < player.duration) setStatus("connecting", "Paused");
+    if (position < player.duration) setStatus("connecting", gettext("Paused"));
   }
 
   function seek(ms) {

@@ -12,6 +12,7 @@ import {
   socketUrl,
 } from "./console-page.js";
 
+import { gettext, interpolate } from "./i18n.js";
 import "./style-nonce.js"; // before xterm.js is imported (below)
 
 const { Terminal } = await import("../xterm/xterm.js");
@@ -92,11 +93,17 @@ let lastEnd = 0; // the close code the page is reconnecting after
 
 function showSize() {
   if (socket && socket.readyState === WebSocket.OPEN) {
-    setStatus("connected", `Connected · ${terminal.cols}×${terminal.rows}`);
+    setStatus("connected", interpolate(gettext("Connected · %(cols)s×%(rows)s"), { cols: terminal.cols, rows: terminal.rows }));
   }
 }
 terminal.onResize(showSize);
-terminal.onData((data) => socket?.readyState === WebSocket.OPEN && socket.send(encoder.encode(data)));
+// While the old log is replayed, xterm.js answers the queries in it (where is the cursor, what
+// terminal is this) as if the guest asked now: those answers go nowhere.
+let replaying = 0;
+terminal.onData((data) => {
+  if (replaying && data.startsWith("\x1b")) return;
+  if (socket?.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
+});
 terminal.onBinary((data) => {
   if (socket?.readyState === WebSocket.OPEN) socket.send(Uint8Array.from(data, (c) => c.charCodeAt(0)));
 });
@@ -114,10 +121,8 @@ function connect(ticket, { takeover = false } = {}) {
     showSize();
     terminal.focus();
     // Nothing is typed for the user (a stray Enter could answer an installer's question).
-    terminal.write(
-      "\x1b[2m[connected to the serial console; what the VM wrote before is not shown:" +
-        " press Enter for a fresh prompt]\x1b[0m\r\n",
-    );
+    const words = gettext("[connected to the serial console; what the VM wrote before is not shown: press Enter for a fresh prompt]");
+    terminal.write(`\x1b[2m${words}\x1b[0m\r\n`);
   });
   let reason = "";
   let endCode = null;
@@ -141,13 +146,15 @@ function connect(ticket, { takeover = false } = {}) {
 async function closed(code, reason) {
   markConnected(false);
   const why = reason || closeReason(code);
-  setStatus("disconnected", `Disconnected: ${why}.`);
-  terminal.write(`\r\n\x1b[1;31m[serial console closed: ${why}]\x1b[0m\r\n`);
+  setStatus("disconnected", interpolate(gettext("Disconnected: %(reason)s."), { reason: why }));
+  const closedWords = interpolate(gettext("[serial console closed: %(reason)s]"), { reason: why });
+  terminal.write(`\r\n\x1b[1;31m${closedWords}\x1b[0m\r\n`);
   if (code === ENDS.codes.SERIAL_BUSY && mayTakeOver) takeOverButton.hidden = false;
   if (RECONNECT_CODES.has(code) && attempts < reconnectLimit(code)) {
     attempts += 1;
     lastEnd = code;
-    setStatus("connecting", `Disconnected: ${why}. Reconnecting (attempt ${attempts})…`);
+    const words = gettext("Disconnected: %(reason)s. Reconnecting (attempt %(attempt)s)…");
+    setStatus("connecting", interpolate(words, { reason: why, attempt: attempts }));
     await backOff();
     await reconnect();
   }
@@ -164,19 +171,19 @@ async function reconnect(options = {}) {
     socket = null;
     old.close();
   }
-  setStatus("connecting", "Getting a fresh ticket…");
+  setStatus("connecting", gettext("Getting a fresh ticket…"));
   try {
     connect(await freshTicket(), options);
   } catch (error) {
     // A portal that answers "in a moment" (the VM moving, a worker restarting): try again.
     if (error.retryable && attempts < reconnectLimit(lastEnd)) {
       attempts += 1;
-      setStatus("connecting", `${error.message} Trying again (attempt ${attempts})…`);
+      setStatus("connecting", interpolate(gettext("%(error)s Trying again (attempt %(attempt)s)…"), { error: error.message, attempt: attempts }));
       await backOff();
       await reconnect(options);
       return;
     }
-    setStatus("disconnected", `Cannot connect: ${error.message}`);
+    setStatus("disconnected", interpolate(gettext("Cannot connect: %(error)s"), { error: error.message }));
   }
 }
 
@@ -193,9 +200,11 @@ async function earlierOutput() {
     if (!response.ok) return;
     const earlier = new Uint8Array(await response.arrayBuffer());
     if (!earlier.length) return;
+    replaying += 1;
     terminal.write("\x1b[2m");
     terminal.write(earlier);
-    terminal.write("\x1b[0m\r\n\x1b[2m[earlier output, from the serial log; live from here]\x1b[0m\r\n");
+    const words = gettext("[earlier output, from the serial log; live from here]");
+    terminal.write(`\x1b[0m\r\n\x1b[2m${words}\x1b[0m\r\n`, () => { replaying -= 1; });
   } catch (_) {
     // no log to show: the console itself still works
   }
@@ -206,5 +215,5 @@ try {
   await earlierOutput();
   connect(await ticket);
 } catch (error) {
-  setStatus("disconnected", `Cannot connect: ${error.message}`);
+  setStatus("disconnected", interpolate(gettext("Cannot connect: %(error)s"), { error: error.message }));
 }

@@ -1,5 +1,6 @@
 // Plays a serial console's recording (asciicast v2) back in xterm.js, with search.
 import "./style-nonce.js"; // before xterm.js is imported (below)
+import { gettext, interpolate } from "./i18n.js";
 import { fetchRecording, playbackControls, setStatus } from "./replay.js";
 
 const { Terminal } = await import("../xterm/xterm.js");
@@ -48,7 +49,7 @@ try {
     document.getElementById("found").textContent = hit ? `found at ${Math.round(hit.t / 1000)} s` : "not found";
     if (hit) window.replay.seek(hit.t);
   });
-  setStatus("connecting", `Ready: ${output.length} outputs over ${Math.round(player.duration / 1000)} s`);
+  setStatus("connecting", interpolate(gettext("Ready: %(count)s outputs over %(seconds)s s"), { count: output.length, seconds: Math.round(player.duration / 1000) }));
 } catch (error) {
-  setStatus("disconnected", `Cannot play the recording: ${error.message}`);
+  setStatus("disconnected", interpolate(gettext("Cannot play the recording: %(error)s"), { error: error.message }));
 }

@@ -1,5 +1,6 @@
 // The SPICE console: spice-html5 (installed at set-up into static/spice-html5/).
 import * as SpiceHtml5 from "../spice-html5/main.js";
+import { gettext } from "./i18n.js";
 import { connected, consolePage, disconnected, dropEarlySockets, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
@@ -56,17 +57,17 @@ function setAudioState(state, text) {
 
 function playbackChannel(socket) {
   // Called as the channel sends its first message, so it is open already.
-  setAudioState(soundOn ? "ready" : "muted", soundOn ? "Sound: on (nothing playing)" : "Sound: muted");
-  socket.addEventListener("close", () => setAudioState("none", "Sound: no playback channel"));
+  setAudioState(soundOn ? "ready" : "muted", soundOn ? gettext("Sound: on (nothing playing)") : gettext("Sound: muted"));
+  socket.addEventListener("close", () => setAudioState("none", gettext("Sound: no playback channel")));
 }
 
 function startAudio(audio) {
   audio.muted = !soundOn;
   if (!soundOn) return;
   audio.play().then(
-    () => setAudioState("playing", "Sound: playing"),
+    () => setAudioState("playing", gettext("Sound: playing")),
     (error) => {
-      if (error.name === "NotAllowedError") setAudioState("blocked", "Sound blocked by the browser: press Sound to start it");
+      if (error.name === "NotAllowedError") setAudioState("blocked", gettext("Sound blocked by the browser: press Sound to start it"));
     },
   );
 }
@@ -75,8 +76,8 @@ soundButton.addEventListener("click", () => {
   soundOn = !soundOn;
   soundButton.setAttribute("aria-pressed", String(soundOn));
   for (const audio of document.querySelectorAll("#spice-screen audio")) startAudio(audio);
-  if (!soundOn) setAudioState("muted", "Sound: muted");
-  else if (audioState.dataset.state === "muted") setAudioState("ready", "Sound: on");
+  if (!soundOn) setAudioState("muted", gettext("Sound: muted"));
+  else if (audioState.dataset.state === "muted") setAudioState("ready", gettext("Sound: on"));
 });
 
 function allClosed(timeout = 2000) {
@@ -119,7 +120,7 @@ function whenInputsReady(current) {
     connected();
     return;
   }
-  setStatus("connecting", "Connecting the keyboard and mouse…");
+  setStatus("connecting", gettext("Connecting the keyboard and mouse…"));
   setTimeout(() => whenInputsReady(current), 20);
 }
 

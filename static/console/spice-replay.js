@@ -3,6 +3,7 @@
 // client received, with its timing, then a text frame saying the channel's recording ended.
 // This page chooses the speed, shows the clock, and says when the display channel ended.
 import * as SpiceHtml5 from "../spice-html5/main.js";
+import { gettext, interpolate } from "./i18n.js";
 import { setStatus } from "./replay.js";
 
 const SPICE_CHANNEL_DISPLAY = 2; // SpiceLinkMess.channel_type, at byte 20 of a channel's first message
@@ -31,7 +32,7 @@ function theEnd(current) {
   ended = true;
   clearInterval(timer);
   showClock(duration);
-  setStatus("disconnected", "End of the recording");
+  setStatus("disconnected", gettext("End of the recording"));
 }
 
 // The replay's text frames are for this page, never for spice-html5 (which reads binary only).
@@ -71,13 +72,13 @@ function start() {
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("speed", String(speed));
   const started = performance.now();
-  setStatus("connecting", "Linking the recorded channels…");
+  setStatus("connecting", gettext("Linking the recorded channels…"));
   connection = new SpiceHtml5.SpiceMainConn({
     uri: url.href,
     screen_id: "spice-screen",
     password: "", // the replay asks for none
-    onsuccess: () => ended || setStatus("connected", speed ? `Playing at ${speed}x` : "Playing to the end"),
-    onerror: (error) => ended || setStatus("disconnected", `Cannot play the recording: ${error.message || error}`),
+    onsuccess: () => ended || setStatus("connected", speed ? interpolate(gettext("Playing at %(speed)sx"), { speed }) : gettext("Playing to the end")),
+    onerror: (error) => ended || setStatus("disconnected", interpolate(gettext("Cannot play the recording: %(error)s"), { error: error.message || error })),
   });
   if (speed) timer = setInterval(() => showClock((performance.now() - started) * speed), 250);
 }

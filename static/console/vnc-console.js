@@ -2,6 +2,7 @@
 import RFB from "../novnc/core/rfb.js";
 import { connected, consolePage, disconnected, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
 import { controlWatch } from "./control.js";
+import { gettext, interpolate } from "./i18n.js";
 
 const screen = document.getElementById("vnc-screen");
 const clipboardButton = document.getElementById("clipboard");
@@ -14,10 +15,10 @@ function clipboardPolicy(policy = "both") {
   const toVm = policy === "both" || policy === "to-vm";
   const fromVm = policy === "both" || policy === "from-vm";
   clipboardSend.disabled = !toVm;
-  const words = { both: "both ways", "to-vm": "to the VM only", "from-vm": "from the VM only", off: "off" };
-  document.getElementById("clipboard-policy").textContent = `(${words[policy] || policy}, set by the administrator)`;
-  clipboardText.placeholder = [fromVm && "Text copied in the VM appears here", toVm && "text here is sent to the VM"]
-    .filter(Boolean).join("; ") || "The clipboard is off for consoles";
+  const words = { both: gettext("both ways"), "to-vm": gettext("to the VM only"), "from-vm": gettext("from the VM only"), off: gettext("off") };
+  document.getElementById("clipboard-policy").textContent = interpolate(gettext("(%(policy)s, set by the administrator)"), { policy: words[policy] || policy });
+  clipboardText.placeholder = [fromVm && gettext("Text copied in the VM appears here"), toVm && gettext("text here is sent to the VM")]
+    .filter(Boolean).join("; ") || gettext("The clipboard is off for consoles");
 }
 clipboardButton.addEventListener("click", () => {
   const open = clipboardPanel.hidden;
@@ -65,7 +66,8 @@ const client = {
       current.focus();
     });
     current.addEventListener("securityfailure", (event) => {
-      if (current === rfb) setStatus("disconnected", `Disconnected: the console refused the connection (${event.detail.reason || "security failure"}); press Reconnect.`);
+      const words = gettext("Disconnected: the console refused the connection (%(reason)s); press Reconnect.");
+      if (current === rfb) setStatus("disconnected", interpolate(words, { reason: event.detail.reason || gettext("security failure") }));
     });
     socket.addEventListener("close", (event) => {
       if (current === rfb) disconnected(event.code);

@@ -2,6 +2,7 @@
 // stream the client received (console/recordings.py), fed to noVNC through a channel that stands
 // for its WebSocket; what noVNC sends goes nowhere.
 import RFB from "../novnc/core/rfb.js";
+import { gettext, interpolate } from "./i18n.js";
 import { fetchRecording, playbackControls, setStatus } from "./replay.js";
 
 const MAGIC = "VCPREC1\n";
@@ -77,7 +78,7 @@ try {
   await new Promise((resolve) => setTimeout(resolve));
   window.replay = playbackControls(player);
   window.replay.seek(0);
-  setStatus("connecting", `Ready: ${records.length} updates over ${Math.round(player.duration / 1000)} s`);
+  setStatus("connecting", interpolate(gettext("Ready: %(count)s updates over %(seconds)s s"), { count: records.length, seconds: Math.round(player.duration / 1000) }));
 } catch (error) {
-  setStatus("disconnected", `Cannot play the recording: ${error.message}`);
+  setStatus("disconnected", interpolate(gettext("Cannot play the recording: %(error)s"), { error: error.message }));
 }
