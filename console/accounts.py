@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import BACKEND_SESSION_KEY, logout
+from django.utils.translation import gettext
 
 from console.directory import BACKEND as DIRECTORY_BACKEND
 from console.directory import directory_recheck
@@ -48,7 +49,9 @@ class AccountRecheckMiddleware:
                 logout(request)
                 messages.error(
                     request,
-                    "Your account no longer gives access to the portal (your directory or identity "
-                    "provider says so). Ask your administrator if this is a mistake.",
+                    gettext(
+                        "Your account no longer gives access to the portal (your directory or identity "
+                        "provider says so). Ask your administrator if this is a mistake."
+                    ),
                 )
         return self.get_response(request)

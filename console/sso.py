@@ -44,6 +44,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext, gettext_noop
 from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError
 
 from console.auth import User
@@ -92,9 +93,11 @@ def _client() -> Any:
 
 def _unreachable() -> SignInRefused:
     return SignInRefused(
-        f"The identity provider ({settings.OIDC_PROVIDER_NAME}) does not answer, so single sign-on "
-        "cannot log you in right now. Local accounts still can. Try again in a few minutes, or tell "
-        "your administrator."
+        gettext(
+            "The identity provider (%(name)s) does not answer, so single sign-on cannot log you in right "
+            "now. Local accounts still can. Try again in a few minutes, or tell your administrator."
+        )
+        % {"name": settings.OIDC_PROVIDER_NAME}
     )
 
 
@@ -107,8 +110,10 @@ def _metadata() -> dict[str, Any]:
     if metadata.get("issuer") != settings.OIDC_ISSUER:  # OpenID Connect Discovery 1.0, 4.3
         logger.error("identity provider at %s calls itself %r", settings.OIDC_ISSUER, metadata.get("issuer"))
         raise SignInRefused(
-            "The identity provider's configuration names another issuer than OIDC_ISSUER, so single "
-            "sign-on is refused. Tell your administrator."
+            gettext(
+                "The identity provider's configuration names another issuer than OIDC_ISSUER, so single "
+                "sign-on is refused. Tell your administrator."
+            )
         )
     return metadata
 
@@ -176,25 +181,30 @@ def _signed_in(request: HttpRequest) -> tuple[User, dict[str, Any]]:
         extra = client.userinfo(token=token)
     except MismatchingStateError:
         raise SignInRefused(
-            "This sign-in answer does not belong to a sign-in this browser started, or was already "
-            "used (a replayed answer). Log in again."
+            gettext(
+                "This sign-in answer does not belong to a sign-in this browser started, or was already "
+                "used (a replayed answer). Log in again."
+            )
         ) from None
     except OAuthError as error:
         logger.info("identity provider refused a sign-in: %s", error.error)
         raise SignInRefused(
-            f"The identity provider refused the sign-in ({str(error.error)[:60]}). Log in again, or ask "
-            "your administrator for access."
+            gettext(
+                "The identity provider refused the sign-in (%(error)s). Log in again, or ask "
+                "your administrator for access."
+            )
+            % {"error": str(error.error)[:60]}
         ) from None
     except BadSignatureError:
-        raise _forged("its signature is not the provider's") from None
+        raise _forged(gettext_noop("its signature is not the provider's")) from None
     except ExpiredTokenError:
-        raise SignInRefused("The identity provider's answer has expired. Log in again.") from None
+        raise SignInRefused(gettext("The identity provider's answer has expired. Log in again.")) from None
     except ClaimError as error:
         reasons = {
-            "aud": "it was issued to another application",
-            "azp": "it was issued to another application",
-            "iss": "it names another issuer",
-            "nonce": "it answers another sign-in (its nonce does not match: a replayed answer)",
+            "aud": gettext_noop("it was issued to another application"),
+            "azp": gettext_noop("it was issued to another application"),
+            "iss": gettext_noop("it names another issuer"),
+            "nonce": gettext_noop("it answers another sign-in (its nonce does not match: a replayed answer)"),
         }
         raise _forged(reasons.get(error.claim, f"its {error.claim!r} claim is wrong or missing")) from None
     except JoseError as error:
@@ -203,7 +213,7 @@ def _signed_in(request: HttpRequest) -> tuple[User, dict[str, Any]]:
         logger.warning("identity provider %s: %s", settings.OIDC_ISSUER, error)
         raise _unreachable() from None
     if extra.get("sub") != claims.get("sub"):
-        raise _forged("its user information names another subject")
+        raise _forged(gettext_noop("its user information names another subject"))
     claims.update(extra)
     return _account(claims, token), token
 
@@ -211,7 +221,10 @@ def _signed_in(request: HttpRequest) -> tuple[User, dict[str, Any]]:
 def _forged(why: str) -> SignInRefused:
     logger.warning("identity provider answer refused: %s", why)
     return SignInRefused(
-        f"The sign-in was refused: the identity provider's answer is not valid ({why}). Log in again."
+        gettext(
+            "The sign-in was refused: the identity provider's answer is not valid (%(why)s). Log in again."
+        )
+        % {"why": gettext(why)}
     )
 
 
@@ -239,16 +252,20 @@ def _account(claims: dict[str, Any], token: dict[str, Any]) -> User:
     )
     if link is not None and not link.user.is_active and not link.suspended:
         raise SignInRefused(
-            "Your portal account has been deactivated by an administrator. Ask your administrator if "
-            "this is a mistake."
+            gettext(
+                "Your portal account has been deactivated by an administrator. Ask your administrator if "
+                "this is a mistake."
+            )
         )
     groups = _groups(claims)
     if not _allowed(groups):
         if link is not None:
             _deactivate(link.user, "not in OIDC_ALLOWED_GROUPS")  # its other sessions end too
         raise SignInRefused(
-            "Your identity provider account is not in a group that may use this portal. Ask your "
-            "administrator for access."
+            gettext(
+                "Your identity provider account is not in a group that may use this portal. Ask your "
+                "administrator for access."
+            )
         )
     with transaction.atomic():
         if link is None:
@@ -267,12 +284,16 @@ def _new_user(claims: dict[str, Any]) -> User:
         username = ""
     if not username or len(username) > 150:
         raise SignInRefused(
-            f"The identity provider gave no usable user name (claim {settings.OIDC_USERNAME_CLAIM!r})."
+            gettext("The identity provider gave no usable user name (claim %(claim)r).")
+            % {"claim": settings.OIDC_USERNAME_CLAIM}
         )
     if User.objects.filter(username__iexact=username).exists():
         raise SignInRefused(
-            f"An account named {username} already exists in the portal and is not linked to the identity "
-            "provider, so single sign-on cannot use it. Ask your administrator."
+            gettext(
+                "An account named %(name)s already exists in the portal and is not linked to the identity "
+                "provider, so single sign-on cannot use it. Ask your administrator."
+            )
+            % {"name": username}
         )
     user = User(username=username)
     user.set_unusable_password()

@@ -637,7 +637,7 @@ def api_tokens(request: AuthenticatedRequest) -> HttpResponse:
         except ValueError:
             days = -1
         if not name or days not in (0, 30, 90, 365):
-            context["form_error"] = "Give the token a name, and an expiry from the list."
+            context["form_error"] = gettext("Give the token a name, and an expiry from the list.")
         else:
             expires = timezone.now() + timedelta(days=days) if days else None
             context["new_token"], context["new_token_value"] = api_token_create(
