@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import BACKEND_SESSION_KEY, logout
+from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY, get_user_model, logout
 from django.utils.translation import gettext
 
 from console.directory import BACKEND as DIRECTORY_BACKEND
@@ -42,11 +42,18 @@ class AccountRecheckMiddleware:
         external = (
             settings.LDAP_SERVER_URI and request.session.get(BACKEND_SESSION_KEY) == DIRECTORY_BACKEND
         ) or (settings.OIDC_ISSUER and SESSION_ID_TOKEN in request.session)
-        if external and request.user.is_authenticated:
-            user = request.user
+        if not external:
+            return self.get_response(request)
+        user = request.user
+        if user.is_authenticated:
             accounts_recheck([user])
-            if not user.is_active:
-                logout(request)
+        elif SESSION_KEY in request.session:
+            # A console's recheck got there first: the account is inactive now, so Django no
+            # longer loads it. The same logout, and the same words if its source dropped it.
+            user = _session_user(request) or user
+        if getattr(user, "pk", None) is not None and not user.is_active:
+            logout(request)
+            if _dropped_by_source(user):
                 messages.error(
                     request,
                     gettext(
@@ -55,3 +62,18 @@ class AccountRecheckMiddleware:
                     ),
                 )
         return self.get_response(request)
+
+
+def _session_user(request: HttpRequest) -> User | None:
+    """The user the session was logged in as, active or not."""
+    try:
+        return get_user_model().objects.filter(pk=request.session[SESSION_KEY]).first()
+    except (ValueError, TypeError):
+        return None
+
+
+def _dropped_by_source(user: object) -> bool:
+    """Whether the directory or the identity provider made `user` inactive (not an administrator)."""
+    return any(
+        getattr(getattr(user, relation, None), "suspended", False) for relation in ("directory", "identity")
+    )

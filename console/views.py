@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -337,7 +338,20 @@ def vm_keys_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
     return _json_or_refusal(press)
 
 
-@login_required
+def _login_required_json(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """For a page's background requests: a 401 in JSON, not a redirect to the login page (which
+    the page would load unseen, taking the login page's message with it)."""
+
+    @functools.wraps(view)
+    def check(request: HttpRequest, *args: object, **kwargs: object) -> JsonResponse:
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": gettext("You are logged out; log in again.")}, status=401)
+        return view(request, *args, **kwargs)
+
+    return check
+
+
+@_login_required_json
 @never_cache
 def vm_control_view(request: AuthenticatedRequest, vm_id: int) -> JsonResponse:
     """A VNC console page's view of control (asked every few seconds while it is connected):

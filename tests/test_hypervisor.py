@@ -91,30 +91,49 @@ async def test_refuses_to_run_on_the_event_loop(hv):
     assert await asyncio.to_thread(hv.states)
 
 
-def test_a_serial_stream_closed_from_another_thread_is_released_on_libvirts_event_loop():
-    """Removing a stream's callback and aborting it while libvirt's event thread may dispatch
-    an event of it crashed a worker (libvirt 9.0's client): the release waits for that thread."""
+def test_a_serial_streams_writes_and_release_happen_on_libvirts_event_loop_only():
+    """libvirt 9.0's client crashes when a connection's calls come from several threads
+    (CVE-2024-4418): after opening, a serial stream and its own connection are used on the
+    event loop thread only — a write from another thread is sent there, and the release (the
+    callback removed, the stream aborted, the connection closed) happens there."""
     import threading
 
     from console.hypervisor.libvirt import EVENT_THREAD, LibvirtSerialStream, _event_loop_ensure
 
     _event_loop_ensure()
-    released = threading.Event()
-    seen: list[str] = []
+    released, sent = threading.Event(), threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def record(call: str) -> None:
+        seen.append((call, threading.current_thread().name))
 
     class Stream:  # the calls LibvirtSerialStream makes, and on which thread
         def eventAddCallback(self, *args):  # noqa: N802 - libvirt's names
             pass
 
+        def eventUpdateCallback(self, events):  # noqa: N802
+            pass
+
+        def send(self, data):
+            record("send")
+            sent.set()
+            return len(data)
+
         def eventRemoveCallback(self):  # noqa: N802
-            seen.append(threading.current_thread().name)
+            record("remove")
 
         def abort(self):
-            seen.append(threading.current_thread().name)
+            record("abort")
+
+    class Conn:
+        def close(self):
+            record("close")
             released.set()
 
-    serial = LibvirtSerialStream(Stream(), on_output=lambda data: None)
+    serial = LibvirtSerialStream(Stream(), on_output=lambda data: None, conn=Conn())
+    serial.write(b"ls\n")
+    assert sent.wait(5)
     serial.close()
     assert released.wait(5)
-    assert seen == [EVENT_THREAD, EVENT_THREAD]
+    assert seen == [(call, EVENT_THREAD) for call in ("send", "remove", "abort", "close")]
     serial.write(b"late")  # after the end: ignored, nothing sent

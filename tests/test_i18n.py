@@ -1,6 +1,6 @@
 """Translations: the pages, their messages and the console pages' JavaScript in German and
-French, chosen by the browser's Accept-Language or the header's language switch; the catalogues
-are complete, and every placeholder survives translation (msgfmt --check)."""
+French, chosen by the browser's Accept-Language or the language switch at the foot of every
+page; the catalogues are complete, and every placeholder survives translation (msgfmt --check)."""
 
 import re
 import subprocess

@@ -71,6 +71,8 @@ __all__ = ["ACTIVE_STATES", "MISSING", "LibvirtHypervisor", "hypervisor_for"]
 # a call hanging on a host that went away.
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
+# Connections per host for the pages' and API's calls (each used by one call at a time).
+CONNECTIONS_PER_HOST = 4
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
 EVENT_THREAD = "libvirt-events"
@@ -111,7 +113,16 @@ def _ensure_not_on_event_loop() -> None:
 
 
 class LibvirtHypervisor:
-    """The domains of one host, through one libvirt connection (see `base.Hypervisor`)."""
+    """The domains of one host, through a few libvirt connections (see `base.Hypervisor`).
+
+    Each call has a connection to itself for as long as it runs, from a small pool
+    (`CONNECTIONS_PER_HOST`): libvirt 9.0's client crashes when the calls of several threads
+    meet on one connection (CVE-2024-4418, fixed in libvirt 10.3; Debian 12 ships 9.0). A call
+    leaves a poll source behind when another thread wakes it up, and a later call from another
+    thread runs that source on the first call's dead stack frame: cluster workers and the e2e
+    portal died of it (a segfault in virNetClientIOEventFD) while serial consoles, screenshots
+    and the pages' calls shared one connection. A move and each serial console have
+    connections of their own too."""
 
     def __init__(
         self, name: str, uri: str, connect_uri: str | None = None, ssh: SshTarget | None = None
@@ -120,26 +131,47 @@ class LibvirtHypervisor:
         self.uri = uri  # as the admin gave it; errors name it
         self.connect_uri = connect_uri or uri  # with the portal's key and known_hosts
         self.ssh = ssh  # how to reach the host's files (None: this machine)
-        self._conn: libvirt.virConnect | None = None
-        self._lock = threading.Lock()
+        self._idle: list[libvirt.virConnect] = []  # open, and no call on them
+        self._opened = 0  # idle, in a call, or being opened
+        self._pool = threading.Condition()
 
     def _error(self, cls: type[HypervisorError], message: str) -> HypervisorError:
         return cls(message, uri=self.uri, host=self.name)
 
     # -- connection and error handling -------------------------------------------------
 
-    def _connection(self) -> libvirt.virConnect:
-        with self._lock:
-            conn = self._conn
-            if conn is not None:
-                try:
-                    if conn.isAlive():
-                        return conn
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
-            self._conn = self._open()
-            return self._conn
+    @contextmanager
+    def _lease(self) -> Iterator[libvirt.virConnect]:
+        """A connection for one call, used by no other thread meanwhile; opened if none is idle
+        and the pool has room, else the next one given back. A connection that failed
+        (HypervisorUnavailable) is closed, not given back."""
+        with self._pool:
+            while not self._idle and self._opened >= CONNECTIONS_PER_HOST:
+                self._pool.wait()
+            conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                self._opened += 1
+        broken = True
+        try:
+            if conn is not None and not _alive(conn):
+                _close(conn)
+                conn = None
+            if conn is None:
+                conn = self._open()
+            yield conn
+            broken = False
+        except HypervisorError as exc:
+            broken = isinstance(exc, HypervisorUnavailable)
+            raise
+        finally:
+            with self._pool:
+                if broken or conn is None:
+                    self._opened -= 1
+                else:
+                    self._idle.append(conn)
+                self._pool.notify()
+            if broken and conn is not None:
+                _close(conn)
 
     def _open(self) -> libvirt.virConnect:
         """A new connection to the host, with keep-alive."""
@@ -166,17 +198,13 @@ class LibvirtHypervisor:
                     DomainNotFound, f"domain {domain_name!r} is not defined on {self.name}"
                 ) from None
             if code in _UNAVAILABLE_CODES or exc.get_error_domain() in _UNAVAILABLE_DOMAINS:
-                with self._lock:
-                    self._conn = None
                 raise self._error(HypervisorUnavailable, _message(exc)) from None
             raise self._error(HypervisorError, _message(exc)) from None
 
     def _call(self, fn: Callable[[libvirt.virConnect], T], domain_name: str | None = None) -> T:
         _ensure_not_on_event_loop()
-        with LIBVIRT_CALL.labels(self.name).time():
-            conn = self._connection()
-            with self._translated(domain_name):
-                return fn(conn)
+        with LIBVIRT_CALL.labels(self.name).time(), self._lease() as conn, self._translated(domain_name):
+            return fn(conn)
 
     def _domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         return conn.lookupByName(name)
@@ -349,24 +377,43 @@ class LibvirtHypervisor:
         self, name: str, *, on_output: Callable[[bytes | None], None], force: bool = False
     ) -> LibvirtSerialStream:
         """Open the domain's serial console through libvirt's stream API (so through the
-        connection itself, for remote hosts too): see `base.Hypervisor.open_serial`."""
+        connection itself, for remote hosts too): see `base.Hypervisor.open_serial`.
 
-        def run(conn: libvirt.virConnect) -> LibvirtSerialStream:
-            dom = self._active_domain(conn, name)
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else libvirt.VIR_DOMAIN_CONSOLE_SAFE
-            try:
-                dom.openConsole(None, stream, flags)
-            except libvirt.libvirtError as exc:
-                message = _message(exc)
-                if "console session exists" in message:
-                    raise self._error(ConsoleBusy, f"the serial console of {name} is in use") from None
-                if exc.get_error_code() == libvirt.VIR_ERR_INTERNAL_ERROR and "character device" in message:
-                    raise self._error(NoSerialConsole, f"{name} has no serial console") from None
-                raise
-            return LibvirtSerialStream(stream, on_output)
-
-        return self._call(run, name)
+        Each serial console gets a connection of its own, without keep-alive, which after this
+        call only libvirt's event loop thread touches (`LibvirtSerialStream`). libvirt 9.0's
+        client leaves a poll source of a call behind when another thread wakes that call up (a
+        keep-alive, a stream write, a second caller), and a later call on the same connection
+        from another thread runs it on the first call's dead stack frame (CVE-2024-4418, fixed
+        in libvirt 10.3; Debian 12 ships 9.0): cluster workers died of it while serial consoles
+        shared the host's connection with the pages' calls."""
+        _ensure_not_on_event_loop()
+        _event_loop_ensure()
+        try:
+            conn = libvirt.open(self.connect_uri)
+        except libvirt.libvirtError as exc:
+            raise self._error(HypervisorUnavailable, _message(exc)) from None
+        try:
+            with self._translated(name):
+                dom = self._active_domain(conn, name)
+                stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+                flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else libvirt.VIR_DOMAIN_CONSOLE_SAFE
+                try:
+                    dom.openConsole(None, stream, flags)
+                except libvirt.libvirtError as exc:
+                    message = _message(exc)
+                    if "console session exists" in message:
+                        raise self._error(ConsoleBusy, f"the serial console of {name} is in use") from None
+                    if (
+                        exc.get_error_code() == libvirt.VIR_ERR_INTERNAL_ERROR
+                        and "character device" in message
+                    ):
+                        raise self._error(NoSerialConsole, f"{name} has no serial console") from None
+                    raise
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+            raise
+        return LibvirtSerialStream(stream, on_output, conn)
 
     def migrate(
         self,
@@ -510,14 +557,20 @@ class LibvirtSerialStream:
     (EOF when QEMU exits, an error when another client forces the console) calls
     `on_output(None)` once and releases the stream.
 
-    The stream is released (its callback removed, then aborted) on libvirt's event loop thread
-    only, never while that thread may be dispatching an event of it: a cluster worker that
-    closed a remote serial console from another thread died later with a segfault in libvirt's
-    client stream code (libvirt 9.0), twice in a row.
+    After it is opened, the stream and its own connection are used on libvirt's event loop
+    thread only: reads and writes there (a write from another thread is queued and sent at the
+    loop's next turn), and the release (its callback removed, the stream aborted, the
+    connection closed) too (see `LibvirtHypervisor.open_serial` for why).
     """
 
-    def __init__(self, stream: libvirt.virStream, on_output: Callable[[bytes | None], None]) -> None:
+    def __init__(
+        self,
+        stream: libvirt.virStream,
+        on_output: Callable[[bytes | None], None],
+        conn: libvirt.virConnect | None = None,
+    ) -> None:
         self._stream = stream
+        self._conn = conn  # its own, closed with it
         self._on_output = on_output
         # Re-entrant: `on_output` may answer the guest at once (write, from the event thread).
         self._lock = threading.RLock()
@@ -567,6 +620,15 @@ class LibvirtSerialStream:
             if self._closed:
                 return
             self._pending += data
+            if threading.current_thread().name != EVENT_THREAD:
+                _on_event_loop(self._send_pending)
+                return
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
             try:
                 self._flush()
                 self._stream.eventUpdateCallback(self._interest())
@@ -599,14 +661,26 @@ class LibvirtSerialStream:
             self._on_output(None)
 
     def _release(self, abort: bool) -> None:
-        for release in (
-            self._stream.eventRemoveCallback,
-            self._stream.abort if abort else self._stream.finish,
-        ):
+        releases = [self._stream.eventRemoveCallback, self._stream.abort if abort else self._stream.finish]
+        if self._conn is not None:
+            releases.append(self._conn.close)
+        for release in releases:
             try:
                 release()
             except libvirt.libvirtError:
                 pass  # already gone with the connection or the domain
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _close(conn: libvirt.virConnect) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
 
 
 def _message(exc: libvirt.libvirtError) -> str:

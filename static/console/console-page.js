@@ -120,6 +120,11 @@ export function inputSeen() {
   }
 }
 
+/** Whether the console is connected now. */
+export function consoleConnected() {
+  return isConnected;
+}
+
 export function markConnected(flag) {
   isConnected = flag;
   idleWarned = false;

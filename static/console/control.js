@@ -2,6 +2,7 @@
 // whose keys and mouse reach the VM; this part of the page shows who has them, asks for them
 // and answers those who ask. Pages of users who may operate the VM only (viewers just watch).
 
+import { consoleConnected } from "./console-page.js";
 import { gettext, interpolate } from "./i18n.js";
 
 const POLL_MS = 2000;
@@ -87,7 +88,7 @@ export function controlWatch(onInput) {
   requestButton.addEventListener("click", () => act(box.dataset.requestUrl));
   endButton.addEventListener("click", () => act(box.dataset.endUrl));
   const poll = async () => {
-    await refresh();
+    if (consoleConnected()) await refresh(); // a closed console has no control to follow
     setTimeout(poll, POLL_MS);
   };
   poll();

@@ -1,6 +1,6 @@
 """The portal in German and French, in Chromium: the browser's language chooses (Accept-Language),
-the header's switch overrides; the console page's own words (its status, the ends' advice) come
-from the JavaScript catalogue; dates are written the language's way; axe-core finds nothing
+the switch at the foot of every page overrides; the console page's own words (its status, the
+ends' advice) come from the JavaScript catalogue; dates are written the language's way; axe-core finds nothing
 serious in the German pages; and a keyboard user leaves the console's screen, which takes every
 key (Tab too), with Ctrl+Alt+Shift+T."""
 
