@@ -21,6 +21,7 @@ Stock Daphne with two additions an ASGI application cannot make itself:
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -142,4 +143,5 @@ class PortalCommandLineInterface(CommandLineInterface):
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a crash in a C library (libvirt's client) says where, in the log
     PortalCommandLineInterface().run(sys.argv[1:])

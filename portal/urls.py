@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.decorators.cache import cache_control
 from django.views.i18n import JavaScriptCatalog
 
 from api.v1 import api
@@ -17,7 +18,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The language switch (POST), and the console pages' translations for their JavaScript.
     path("i18n/", include("django.conf.urls.i18n")),
-    path("jsi18n/", JavaScriptCatalog.as_view(packages=["console"]), name="javascript-catalog"),
+    path(
+        "jsi18n/",
+        cache_control(max_age=3600, private=True)(JavaScriptCatalog.as_view(packages=["console"])),
+        name="javascript-catalog",
+    ),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),

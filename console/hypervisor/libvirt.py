@@ -173,14 +173,15 @@ class LibvirtHypervisor:
             if broken and conn is not None:
                 _close(conn)
 
-    def _open(self) -> libvirt.virConnect:
-        """A new connection to the host, with keep-alive."""
+    def _open(self, *, keepalive: bool = True) -> libvirt.virConnect:
+        """A new connection to the host, with keep-alive unless told otherwise (its probes are
+        sent by libvirt's event loop thread: the one cross-thread wake-up left, see the class)."""
         _event_loop_ensure()
         try:
             conn = libvirt.open(self.connect_uri)
         except libvirt.libvirtError as exc:
             raise self._error(HypervisorUnavailable, _message(exc)) from None
-        if not self.connect_uri.startswith("test:"):
+        if keepalive and not self.connect_uri.startswith("test:"):
             try:
                 conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
             except libvirt.libvirtError:
@@ -502,11 +503,14 @@ class LibvirtHypervisor:
 
         # Connections of its own on both sides, closed after: the move's long call shares
         # nothing with the pages' calls (seen: a screenshot's stream on the shared connection of
-        # the source as the move began crashed the libvirt client).
+        # the source as the move began crashed the libvirt client). Without keep-alive: a probe
+        # sent on the idle target connection just as migrate3 turned to it crashed the move's
+        # process (CVE-2024-4418, caught by faulthandler in the e2e test); the watcher's own
+        # connection keeps one, and its timeout ends a move to a host that went away.
         _ensure_not_on_event_loop()
-        source = self._open()
+        source = self._open(keepalive=False)
         try:
-            target = destination._open()
+            target = destination._open(keepalive=False)
             try:
                 with self._translated(name):
                     return run(source, target)

@@ -19,6 +19,7 @@ def start_vm_in_mode(page, portal, mode: str) -> None:
     portal.manage("globalconfig", "set", "kvm.consoleMode", mode)
     login(page, portal)
     page.click(f"text={portal.vm_name}")
+    page.wait_for_selector("h1 .state")  # the VM's page, loaded: its buttons say what it can do
     if page.locator("button:has-text('Reboot')").count():
         page.click("button:has-text('Reboot')")
     else:

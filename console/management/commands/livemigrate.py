@@ -1,5 +1,6 @@
 """manage.py livemigrate ID: carry out a recorded live migration (the portal starts it)."""
 
+import faulthandler
 import logging
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -19,4 +20,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: str, migration_id: int, **options: object) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        faulthandler.enable()  # a crash in libvirt's client says where, in the worker's log
         live_migration_run(migration_id)
