@@ -18,8 +18,10 @@ def start_vm_in_mode(page, portal, mode: str) -> None:
     """As an admin would: set kvm.consoleMode, then start (or reboot) the VM from its page."""
     portal.manage("globalconfig", "set", "kvm.consoleMode", mode)
     login(page, portal)
-    page.click(f"text={portal.vm_name}")
-    page.wait_for_selector("h1 .state")  # the VM's page, loaded: its buttons say what it can do
+    # Straight to the VM's page ("text=" on the list can match other VMs named after it, and a
+    # click on a list still loading can stay there, whose own Reboot buttons then answer).
+    page.goto(f"{portal.url}/vms/{portal.vm_id()}/")
+    page.wait_for_selector("h1 .state")  # loaded: its buttons say what the VM can do
     if page.locator("button:has-text('Reboot')").count():
         page.click("button:has-text('Reboot')")
     else:
