@@ -184,6 +184,10 @@ class VmOut(Schema):
     running_mode: str | None = Field(description="The protocol the running VM has (until it restarts).")
     restart_required: bool
     serial_console: bool
+    video: str = Field(
+        description="The display device a start gives it: 'standard', or 'virtio' (virtio-gpu: "
+        "the guest's screen follows the console's window)."
+    )
     url: str
 
 
@@ -199,6 +203,7 @@ def _vm_out(vm: VirtualMachine, status: VmStatus | HypervisorError, global_mode:
         "running_mode": known.running_mode if known else None,
         "restart_required": known.restart_required if known else False,
         "serial_console": vm.serial_console,
+        "video": vm.video,
         "url": reverse("api-v1:vm-get", args=[vm.id]),
     }
 

@@ -19,6 +19,9 @@ UTC = timezone.utc
 # Expired long ago: the console stays locked until a ticket sets a fresh password.
 LOCKED_UNTIL = "2001-01-01T00:00:00"
 BOOT_MENU_TIMEOUT_MS = 30000
+# virtio-gpu's first screen, and the largest the guest's console can grow to later: the
+# driver's framebuffer keeps the size of the first mode.
+VIRTIO_SCREEN = (1920, 1200)
 VNC_PASSWORD_MAX = 8
 USB_REDIRECTION_CHANNELS = 2  # USB devices a SPICE client can redirect at once
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -38,6 +41,7 @@ class DomainSpec(Protocol):
     initrd: str
     kernel_cmdline: str
     serial_console: bool
+    video: str  # "standard" or "virtio"
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,22 @@ def domain_xml_build(
         # Files dropped on the viewer go through the same agent as the clipboard: only when
         # the policy lets everything through both ways.
         _sub(graphics, "filetransfer", enable="yes" if clipboard == "both" else "no")
+    _display_devices(devices, vm, mode, copypaste)
+    _sub(devices, "memballoon", model="none")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def _display_devices(devices: ET.Element, vm: DomainSpec, mode: str, copypaste: str) -> None:
+    """The display device, and the desktop devices of each protocol."""
     video = _sub(devices, "video")
+    if vm.video == "virtio":
+        # virtio-gpu follows the screen size a viewer asks for (VNC's SetDesktopSize, SPICE's
+        # monitors configuration), with a guest driver.
+        model = _sub(video, "model", type="virtio", heads="1")
+        _sub(model, "resolution", x=str(VIRTIO_SCREEN[0]), y=str(VIRTIO_SCREEN[1]))
+    else:
+        _sub(video, "model", type="qxl" if mode == "spice" else "vga")
     if mode == "spice":
-        _sub(video, "model", type="qxl")
         # The desktop devices SPICE was chosen for: the guest agent's channel (clipboard,
         # resolution), sound played and recorded through the SPICE client, USB redirection.
         channel = _sub(devices, "channel", type="spicevmc")
@@ -170,7 +187,6 @@ def domain_xml_build(
         for _ in range(USB_REDIRECTION_CHANNELS):
             _sub(devices, "redirdev", bus="usb", type="spicevmc")
     else:
-        _sub(video, "model", type="vga")
         # QEMU's own clipboard agent: the VNC client's clipboard reaches a guest running
         # spice-vdagent, without SPICE.
         channel = _sub(devices, "channel", type="qemu-vdagent")
@@ -178,8 +194,12 @@ def domain_xml_build(
         _sub(source, "clipboard", copypaste=copypaste)
         _sub(source, "mouse", mode="client")
         _sub(channel, "target", type="virtio", name="com.redhat.spice.0")
-    _sub(devices, "memballoon", model="none")
-    return ET.tostring(domain, encoding="unicode")
+
+
+def resizable_screen(live_xml: str) -> bool:
+    """Whether a running domain's display follows the size a viewer asks for (virtio-gpu)."""
+    model = ET.fromstring(live_xml).find("./devices/video/model")
+    return model is not None and model.get("type") == "virtio"
 
 
 def has_serial_console(live_xml: str) -> bool:

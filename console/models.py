@@ -77,6 +77,15 @@ class ConsoleProtocol(models.TextChoices):
     SERIAL = "serial", "serial console"
 
 
+class VideoModel(models.TextChoices):
+    """The VM's display device. `virtio` (virtio-gpu) lets the guest's screen follow the size a
+    viewer asks for (VNC's SetDesktopSize, SPICE's monitors configuration): Linux guests have
+    its driver; others keep a fixed screen, which the page scales."""
+
+    STANDARD = "standard", "Standard (QXL for SPICE, VGA for VNC)"
+    VIRTIO = "virtio", "virtio-gpu (the guest's screen follows the window)"
+
+
 class ConsoleModeChoice(models.TextChoices):
     INHERIT = "inherit", "Inherit (kvm.consoleMode)"
     VNC = "vnc", "VNC"
@@ -305,6 +314,16 @@ class VirtualMachine(models.Model):
     )
     console_mode = models.CharField(
         max_length=8, choices=ConsoleModeChoice.choices, default=ConsoleModeChoice.INHERIT
+    )
+    video = models.CharField(
+        "video model",
+        max_length=8,
+        choices=VideoModel.choices,
+        default=VideoModel.STANDARD,
+        db_default=VideoModel.STANDARD,
+        help_text="virtio-gpu: 'Resize the VM to the window' works on guests with its driver "
+        "(Linux; the demo guest's desktop kernel, var/guest/vmlinuz-desktop). Takes effect at the "
+        "next start.",
     )
     started_mode = models.CharField(
         max_length=8,

@@ -40,6 +40,7 @@ from console.control import (
     control_request,
     control_state,
 )
+from console.domainxml import resizable_screen
 from console.errors import ConsoleUnavailable, Invalid, PortalError, RateLimited, VmStateConflict, end_table
 from console.globalconfig import (
     CLIPBOARD,
@@ -495,10 +496,24 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
     step_up_check(request, request.get_full_path())
     view_only = must_watch or request.GET.get("view_only") == "1"
     try:
-        endpoint, _ = console_endpoint(vm)
+        endpoint, live_xml = console_endpoint(vm)
     except ConsoleUnavailable as exc:
         context = {"vm": vm, "unavailable": str(exc), "status": vm_status(vm)}
         return render(request, "console/console_unavailable.html", context, status=409)
+    # "Resize VM to window": VNC asks QEMU, which a virtio-gpu display follows; SPICE asks the
+    # guest's agent, which the page learns of once connected (spice-console.js).
+    if endpoint.type == "vnc":
+        fit_available = resizable_screen(live_xml)
+        fit_why_not = gettext(
+            "This VM's display cannot follow the window: an administrator can give it the virtio "
+            "video model (for guests with a virtio-gpu driver, such as Linux). Scale to window instead."
+        )
+    else:
+        fit_available = False
+        fit_why_not = gettext(
+            "The SPICE agent (spice-vdagent) is not running in the guest, so its screen cannot "
+            "follow the window. Scale to window instead."
+        )
     # The client bundled with its imports at set-up (bin/setup): one file, not 30 to 55 modules.
     client = "bundles/spice-console.js" if endpoint.type == "spice" else "bundles/vnc-console.js"
     preference = ConsolePreference.objects.filter(user=request.user).first()
@@ -521,6 +536,8 @@ def vm_console(request: AuthenticatedRequest, vm_id: int) -> HttpResponse:
         "layout": vm_layout(vm, request.user),
         "ends": end_table(),
         "recording": recording_policy(vm),
+        "fit_available": fit_available,
+        "fit_why_not": fit_why_not,
     }
     template = "console/console_spice.html" if endpoint.type == "spice" else "console/console_vnc.html"
     return render(request, template, context)

@@ -13,6 +13,7 @@ from console.domainxml import (
     graphics_password_new,
     graphics_password_xml,
     has_serial_console,
+    resizable_screen,
 )
 
 
@@ -29,6 +30,7 @@ def spec(**fields):
         initrd="",
         kernel_cmdline="",
         serial_console=True,
+        video="standard",
     )
     base.update(fields)
     return SimpleNamespace(**base)
@@ -68,6 +70,17 @@ def test_vnc_domain():
     assert "connected" not in graphics.attrib
     assert root.find("devices/video/model").get("type") == "vga"
     assert root.find("devices/channel[@type='spicevmc']") is None
+
+
+@pytest.mark.parametrize("mode", ["vnc", "spice"])
+def test_the_virtio_video_model_gives_a_screen_that_follows_the_viewer(mode):
+    _, root = build(mode, video="virtio")
+    models = root.findall("devices/video/model")
+    assert [m.get("type") for m in models] == ["virtio"]
+    assert models[0].find("resolution").attrib == {"x": "1920", "y": "1200"}
+    xml = ET.tostring(root, encoding="unicode")
+    assert resizable_screen(xml)
+    assert not resizable_screen(ET.tostring(build(mode)[1], encoding="unicode"))
 
 
 def test_disk_image_and_no_boot_menu():

@@ -33,6 +33,7 @@ def vm_spec(name):
         initrd="",
         kernel_cmdline="",
         serial_console=True,
+        video="standard",
     )
 
 

@@ -280,6 +280,29 @@ function stickyModifiers(client, keysForm) {
 }
 
 /** Wire the toolbar to a protocol client and connect with the ticket asked for at page load. */
+// "Resize VM to window": the VM's screen takes the size of the page's screen area, where the
+// VM can follow (VNC: a virtio-gpu display, said by the page; SPICE: the guest's agent, said
+// by spice-console.js once connected). On by default there; the choice is remembered.
+const FIT_KEY = "console-fit";
+const fitButton = document.getElementById("fit");
+let fitAvailable = fitButton.dataset.available === "1";
+let fitClient = null;
+const fitWanted = () => localStorage.getItem(FIT_KEY) !== "off";
+
+function fitShow() {
+  const on = fitAvailable && fitWanted();
+  fitButton.setAttribute("aria-pressed", String(on));
+  fitButton.setAttribute("aria-disabled", String(!fitAvailable));
+  fitButton.title = fitAvailable ? gettext("The VM's screen takes the size of the window") : fitButton.dataset.whyNot;
+  fitClient?.setFit(on);
+}
+
+/** Whether the VM's screen can follow the window now (spice-console.js: the agent came or went). */
+export function fitAvailability(available) {
+  fitAvailable = available;
+  fitShow();
+}
+
 export async function consolePage(client) {
   const screenArea = document.getElementById("screen-area");
   let ticket;
@@ -325,6 +348,17 @@ export async function consolePage(client) {
     }
     client.focus();
   });
+  fitButton.addEventListener("click", () => {
+    if (!fitAvailable) {
+      setStatus(isConnected ? "connected" : "connecting", fitButton.dataset.whyNot);
+    } else {
+      localStorage.setItem(FIT_KEY, fitWanted() ? "off" : "on");
+      fitShow();
+    }
+    client.focus();
+  });
+  fitClient = client;
+  fitShow();
   const scaleButton = document.getElementById("scale");
   const scale = (on) => {
     scaleButton.setAttribute("aria-pressed", String(on));

@@ -1,7 +1,9 @@
 // The SPICE console: spice-html5 (installed at set-up into static/spice-html5/).
 import * as SpiceHtml5 from "../spice-html5/main.js";
 import { gettext } from "./i18n.js";
-import { connected, consolePage, disconnected, dropEarlySockets, setStatus, socketUrl, takeEarlySocket } from "./console-page.js";
+import {
+  connected, consolePage, disconnected, dropEarlySockets, fitAvailability, setStatus, socketUrl, takeEarlySocket,
+} from "./console-page.js";
 
 // spice-html5 opens a socket per channel and does not close them all when stopped (0.3.0 keeps
 // the playback channel where the cursor channel should be, and so never closes the cursor's).
@@ -106,7 +108,25 @@ function applyScale() {
   screen.style.transform = `scale(${factor})`;
 }
 
-new ResizeObserver(applyScale).observe(screenArea);
+// "Resize VM to window": the guest's agent (spice-vdagent) takes the screen area's size as its
+// monitor's (spice-html5 sends it only while the agent is connected); once per 200 ms at most.
+let fit = false;
+let fitTimer = null;
+function fitToWindow() {
+  clearTimeout(fitTimer);
+  fitTimer = setTimeout(() => {
+    const current = connection;
+    if (!fit || !current || !current.agent_connected) return;
+    const width = Math.floor(screenArea.clientWidth);
+    const height = Math.floor(screenArea.clientHeight);
+    if (width > 0 && height > 0) current.resize_window(0, width, height, 32, 0, 0);
+  }, 200);
+}
+
+new ResizeObserver(() => {
+  applyScale();
+  fitToWindow();
+}).observe(screenArea);
 new MutationObserver(applyScale).observe(screen, { childList: true, subtree: true, attributes: true });
 new MutationObserver((changes) => {
   for (const change of changes) {
@@ -139,7 +159,13 @@ const client = {
       // A watcher gets no inputs channel (view only): connected once the main channel is.
       onsuccess: () => (ticket.viewOnly ? connected() : whenInputsReady(current)),
       onerror: () => {}, // the socket's close code says why (below)
+      onagent: () => {
+        if (current !== connection || ticket.viewOnly) return;
+        fitAvailability(true);
+        fitToWindow();
+      },
     });
+    fitAvailability(false); // until this connection's agent says it is there
     connection = current;
     current.ws.addEventListener("close", (event) => {
       if (current === connection && current.state !== "closing") disconnected(event.code);
@@ -161,6 +187,10 @@ const client = {
   setScale(on) {
     scaled = on;
     applyScale();
+  },
+  setFit(on) {
+    fit = on;
+    fitToWindow();
   },
   focus() {
     const canvas = screen.querySelector("canvas");

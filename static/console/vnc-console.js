@@ -31,13 +31,17 @@ clipboardSend.addEventListener("click", () => {
 
 let rfb = null;
 let scaled = false;
+let fit = false;
 let hasInput = null; // as console/control.py last said (null: as the ticket was issued)
 
 // Control handed to or from this page: the proxy already passes or drops the input; the page
 // stops sending it and shows what it may do.
 controlWatch((input) => {
   hasInput = input;
-  if (rfb) rfb.viewOnly = !input;
+  if (rfb) {
+    rfb.viewOnly = !input;
+    rfb.resizeSession = fit; // asks for the window's size now, if it may
+  }
   document.getElementById("view-only-badge").hidden = input;
   for (const id of ["send-cad", "type-text", "send-keys", "clipboard"]) document.getElementById(id).hidden = !input;
 });
@@ -54,6 +58,8 @@ const client = {
     const current = new RFB(screen, socket);
     early?.replay(); // noVNC has attached its handlers
     current.scaleViewport = scaled;
+    // QEMU passes SetDesktopSize to the display; the proxy drops it from a watcher.
+    current.resizeSession = fit;
     current.viewOnly = hasInput === null ? Boolean(ticket.viewOnly) : !hasInput; // the proxy decides anyway
     clipboardPolicy(ticket.clipboard);
     current.addEventListener("clipboard", (event) => {
@@ -85,6 +91,10 @@ const client = {
   setScale(on) {
     scaled = on;
     if (rfb) rfb.scaleViewport = on;
+  },
+  setFit(on) {
+    fit = on;
+    if (rfb) rfb.resizeSession = on;
   },
   focus() {
     if (rfb) rfb.focus();

@@ -233,6 +233,9 @@ def test_the_spice_page_opens_the_playback_channel_and_reports_the_sound(page, p
     # The VM has a sound card played through SPICE: the page links its playback channel.
     wait_until(page, "document.querySelector('#audio-state').dataset.state === 'ready'")
     assert page.inner_text("#audio-state") == "Sound: on (nothing playing)"
+    # No agent in the demo guest: its screen cannot follow the window, and the page says so.
+    assert page.get_attribute("#fit", "aria-disabled") == "true"
+    assert "spice-vdagent" in page.get_attribute("#fit", "title")
     page.click("#sound")
     assert page.get_attribute("#sound", "aria-pressed") == "false"
     assert page.inner_text("#audio-state") == "Sound: muted"
