@@ -90,6 +90,7 @@ def _time_to_first_frame(context, url: str) -> float:
     page.add_init_script(FIRST_FRAME)
     said: list[str] = []
     page.on("console", lambda message: said.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: said.append(f"uncaught: {error}"))
 
     def dialog(dialog) -> None:  # spice_auto.html prompts for a password QEMU refused
         said.append(f"dialog: {dialog.message}")

@@ -74,8 +74,18 @@ def recorded_minutes(world: World, port: int, seconds: float) -> dict[str, float
                 _busy(vm, where)
                 context = _new_context(browser, world.cookie)
                 page = context.new_page()
+                said: list[str] = []
+                page.on("console", lambda message, said=said: said.append(message.text))
+                page.on("pageerror", lambda error, said=said: said.append(f"uncaught: {error}"))
                 page.goto(f"http://127.0.0.1:{port}/vms/{vm.id}/{page_path}/")
-                page.wait_for_selector("#status.connected", timeout=30000)
+                try:
+                    page.wait_for_selector("#status.connected", timeout=30000)
+                except Exception as exc:
+                    status = page.evaluate("document.querySelector('#status')?.textContent")
+                    raise RuntimeError(
+                        f"the {protocol} {page_path} of {vm.name} did not connect within 30 s: "
+                        f"{status!r}; its console: {said[-10:]!r}"
+                    ) from exc
                 before = time.monotonic()
                 page.wait_for_timeout(seconds * 1000)
                 context.close()

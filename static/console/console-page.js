@@ -284,12 +284,13 @@ function stickyModifiers(client, keysForm) {
 // VM can follow (VNC: a virtio-gpu display, said by the page; SPICE: the guest's agent, said
 // by spice-console.js once connected). On by default there; the choice is remembered.
 const FIT_KEY = "console-fit";
-const fitButton = document.getElementById("fit");
-let fitAvailable = fitButton.dataset.available === "1";
+const fitButton = document.getElementById("fit"); // not on the serial console's page
+let fitAvailable = fitButton?.dataset.available === "1";
 let fitClient = null;
 const fitWanted = () => localStorage.getItem(FIT_KEY) !== "off";
 
 function fitShow() {
+  if (!fitButton) return;
   const on = fitAvailable && fitWanted();
   fitButton.setAttribute("aria-pressed", String(on));
   fitButton.setAttribute("aria-disabled", String(!fitAvailable));

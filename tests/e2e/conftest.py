@@ -212,6 +212,7 @@ def page(browser, request):
     page = context.new_page()
     messages = []
     page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: messages.append(f"uncaught: {error}"))
     yield page
     if getattr(request.node, "failed_call", False):
         shot = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name) + ".png")
