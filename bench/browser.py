@@ -134,6 +134,35 @@ def _consoles_closed(vm) -> None:
         time.sleep(0.05)
 
 
+def _qemu_clients_gone(vm) -> None:  # noqa: ANN001 - a VirtualMachine
+    """Wait until QEMU itself has no client on the VM's console (query-spice, query-vnc): a
+    page's connections ending in the portal's records, or a stock websockify's process ending,
+    may still leave QEMU's side of a socket open for a moment, and QEMU keeps one SPICE client."""
+    import json
+
+    import libvirt
+    import libvirt_qemu
+
+    uri, name = vm.host.uri, vm.name
+
+    def clients() -> int:
+        connection = libvirt.open(uri)
+        try:
+            domain = connection.lookupByName(name)
+            spice = json.loads(libvirt_qemu.qemuMonitorCommand(domain, '{"execute": "query-spice"}', 0))
+            vnc = json.loads(libvirt_qemu.qemuMonitorCommand(domain, '{"execute": "query-vnc"}', 0))
+        finally:
+            connection.close()
+        return len(spice["return"].get("channels", [])) + len(vnc["return"].get("clients", []))
+
+    deadline = time.monotonic() + 10
+    with ThreadPoolExecutor(1) as pool:  # libvirt, not in Playwright's thread
+        while (left := pool.submit(clients).result()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if left:
+        raise RuntimeError(f"QEMU still has {left} console client(s) of {name} after 10 s")
+
+
 class _Loads:
     """Loads of one page, cold (a browser context of its own: empty cache) and warm (one
     context kept for the page, which has loaded it once before). After each, it waits until
@@ -149,6 +178,7 @@ class _Loads:
             return _time_to_first_frame(context, url)
         finally:
             self.closed()
+            _qemu_clients_gone(self.vm)
 
     def cold(self, url: str) -> float:
         context = _new_context(self.browser, self.cookie)
@@ -157,6 +187,7 @@ class _Loads:
         finally:
             context.close()
             self.closed()
+            _qemu_clients_gone(self.vm)
 
     def warm(self, url_of) -> float:
         if self.warm_context is None:

@@ -19,7 +19,7 @@ takes one client at a time, so there is no console two people are on to hand ove
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -117,9 +117,14 @@ def _notify(vm: VirtualMachine, *seats: Seat) -> None:
     )
 
 
+def _ask_cutoff() -> datetime:
+    return timezone.now() - timedelta(seconds=ASK_SECONDS)
+
+
 def _lapse(vm: VirtualMachine) -> None:
-    cutoff = timezone.now() - timedelta(seconds=ASK_SECONDS)
-    ControlHandover.objects.filter(vm=vm, state=State.ASKED, asked_at__lt=cutoff).update(
+    """Requests nobody answered in time lapse (recorded by the next request or answer; the
+    pages' polls read them as lapsed without writing)."""
+    ControlHandover.objects.filter(vm=vm, state=State.ASKED, asked_at__lt=_ask_cutoff()).update(
         state=State.WITHDRAWN, ended_at=timezone.now()
     )
 
@@ -140,9 +145,9 @@ def control_handed_check(*, user: User, vm: VirtualMachine, session_key: str) ->
 def control_state(*, user: User, vm: VirtualMachine, session_key: str, watching: bool) -> dict:
     """What a console page shows of control (it asks every few seconds while connected):
     whether it has input, who asks for it, whom it went to."""
-    _lapse(vm)
     seat = Seat(user.pk, session_key)
-    handovers = list(ControlHandover.objects.filter(vm=vm, state__in=[State.ASKED, State.ACCEPTED]))
+    live = Q(state=State.ACCEPTED) | Q(state=State.ASKED, asked_at__gte=_ask_cutoff())
+    handovers = list(ControlHandover.objects.filter(live, vm=vm))
     accepted = [h for h in handovers if h.state == State.ACCEPTED]
     page = ConsoleTicket(user=user, vm=vm, session_key=session_key, view_only=watching)
     has_input = _has_input(page, accepted)
