@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -84,6 +85,19 @@ def _static_server(root: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
+class StockTicketBug(RuntimeError):
+    """spice-html5's rsa_encrypt (ticket.js, 0.3.0, Debian's and upstream's) writes the encrypted
+    password from a hex string, so a ciphertext whose first byte is zero loses it: one link in
+    256 sends QEMU 127 bytes for its 1024-bit key, QEMU cannot decrypt them ("failed to decrypt
+    RSA encrypted password", its log says) and answers Permission denied. The stock page links
+    eight channels with the password, so about one load in 32 fails. The portal's pages never
+    meet it: the proxy ignores the page's encrypted password and authenticates itself."""
+
+
+# A stock SPICE load that met StockTicketBug is repeated, up to this many loads in all.
+STOCK_TICKET_TRIES = 4
+
+
 def _time_to_first_frame(context, url: str) -> float:
     """One load of `url` in a new tab of `context`: ms from navigation to the first frame."""
     page = context.new_page()
@@ -102,6 +116,8 @@ def _time_to_first_frame(context, url: str) -> float:
         try:
             wait_until(page, "window.__firstFrame !== null", timeout=20)
         except Exception as exc:
+            if any("Permission denied" in line for line in said):
+                raise StockTicketBug(f"QEMU refused the password {url.split('?')[0]} encrypted") from exc
             shot = Path(tempfile.gettempdir()) / "console-bench-ttff-failed.png"
             page.screenshot(path=shot)
             text = page.evaluate("document.body.innerText")[-600:]
@@ -168,10 +184,23 @@ class _Loads:
     context kept for the page, which has loaded it once before). After each, it waits until
     the page's connections are gone (`closed`; the portal's records by default)."""
 
-    def __init__(self, browser, vm, cookie: str | None = None, closed=None) -> None:
+    def __init__(self, browser, vm, cookie: str | None = None, closed=None, stock: bool = False) -> None:
         self.browser, self.vm, self.cookie = browser, vm, cookie
         self.closed = closed or partial(_consoles_closed, vm)
         self.warm_context = None
+        self.stock = stock
+        self.ticket_bugs = 0  # loads repeated after StockTicketBug
+
+    def _repeated(self, load) -> float:  # noqa: ANN001 - a callable returning ms
+        """`load()`, repeated for the stock page's StockTicketBug (counted), not for anything else."""
+        for attempt in range(STOCK_TICKET_TRIES):
+            try:
+                return load()
+            except StockTicketBug:
+                if not self.stock or attempt == STOCK_TICKET_TRIES - 1:
+                    raise
+                self.ticket_bugs += 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _load(self, context, url: str) -> float:
         try:
@@ -180,7 +209,7 @@ class _Loads:
             self.closed()
             _qemu_clients_gone(self.vm)
 
-    def cold(self, url: str) -> float:
+    def _cold(self, url: str) -> float:
         context = _new_context(self.browser, self.cookie)
         try:
             return _time_to_first_frame(context, url)
@@ -189,11 +218,14 @@ class _Loads:
             self.closed()
             _qemu_clients_gone(self.vm)
 
+    def cold(self, url: str) -> float:
+        return self._repeated(partial(self._cold, url))
+
     def warm(self, url_of) -> float:
         if self.warm_context is None:
             self.warm_context = _new_context(self.browser, self.cookie)
-            self._load(self.warm_context, url_of())  # fills the cache; not counted
-        return self._load(self.warm_context, url_of())
+            self._repeated(lambda: self._load(self.warm_context, url_of()))  # fills the cache; not counted
+        return self._repeated(lambda: self._load(self.warm_context, url_of()))
 
     def close(self) -> None:
         if self.warm_context is not None:
@@ -303,7 +335,7 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for mode in ("spice", "vnc"):
                 portal = {path.name: _Loads(browser, vms_of[path.name][mode], world.cookie) for path in pages}
-                stock_loads = _Loads(browser, own[mode], closed=stock[mode].closed)
+                stock_loads = _Loads(browser, own[mode], closed=stock[mode].closed, stock=True)
                 loads += [*portal.values(), stock_loads]
                 for repeat in range(repeats):
                     # The order rotates each round, so no page always goes first.
@@ -323,6 +355,12 @@ def first_frames(world: World, repeats: int, portal_paths) -> dict[str, dict[str
                         add(path.name, f"ttff_{mode}_warm_ms", portal[path.name].warm(partial(str, url)))
             for each in loads:
                 each.close()
+            if bugs := sum(each.ticket_bugs for each in loads):
+                print(
+                    f"the stock spice-html5 page sent QEMU an undecryptable password {bugs} time(s) "
+                    "(its rsa_encrypt drops a leading zero byte: 1 link in 256); those loads were repeated",
+                    file=sys.stderr,
+                )
             browser.close()
     finally:
         server.shutdown()

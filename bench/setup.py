@@ -61,7 +61,7 @@ def django_env() -> dict:
         "SECRET_KEY": secrets.token_hex(32),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "CONSOLE_PROXY_URL": "",
         "SPICE_PROXY_URL": "",
         "CONSOLE_TICKETS_PER_MINUTE_PER_VM": "0",

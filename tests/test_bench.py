@@ -85,3 +85,30 @@ def test_short_soak_drops_nothing_and_keeps_memory_flat(tmp_path):
     assert soak["bits_per_session"] > 0.5e6  # the sessions did stream
     # Flat: no growth with time once the sessions are open (a leak per message would show).
     assert soak["rss_end_mib"] - soak["rss_start_mib"] < 16
+
+
+def test_only_the_stock_spice_pages_ticket_bug_repeats_a_load():
+    """The stock spice-html5's undecryptable password (bench.browser.StockTicketBug) repeats that
+    load, counted; on the portal's pages, or past the limit, it is a failure like any other."""
+    from bench.browser import STOCK_TICKET_TRIES, StockTicketBug, _Loads
+
+    def failing(times: int):
+        calls = []
+
+        def load() -> float:
+            calls.append(1)
+            if len(calls) <= times:
+                raise StockTicketBug("QEMU refused the password")
+            return 123.0
+
+        return load
+
+    stock = _Loads(browser=None, vm=None, closed=lambda: None, stock=True)
+    assert stock._repeated(failing(2)) == 123.0
+    assert stock.ticket_bugs == 2
+    with pytest.raises(StockTicketBug):
+        stock._repeated(failing(STOCK_TICKET_TRIES))
+    portal = _Loads(browser=None, vm=None, closed=lambda: None)
+    with pytest.raises(StockTicketBug):
+        portal._repeated(failing(1))
+    assert portal.ticket_bugs == 0
