@@ -154,7 +154,8 @@ def test_adding_the_host_in_admin_checks_it_and_lists_its_health(client, staff_u
     host = Host.objects.get(name="hv2")
     form["ssh_host_key"] = " ".join(host_key)
     page = client.post(reverse("admin:console_host_change", args=[host.pk]), form, follow=True)
-    assert "Host hv2 answers: libvirt " in page.content.decode()
+    said = [str(m) for m in page.context["messages"]]
+    assert any(m.startswith("Host hv2 answers: libvirt ") for m in said), said
     listing = client.get(reverse("admin:console_host_changelist")).content.decode()
     assert "✔ libvirt" in listing
 
