@@ -279,7 +279,6 @@ function stickyModifiers(client, keysForm) {
   }, true);
 }
 
-/** Wire the toolbar to a protocol client and connect with the ticket asked for at page load. */
 // "Resize VM to window": the VM's screen takes the size of the page's screen area, where the
 // VM can follow (VNC: a virtio-gpu display, said by the page; SPICE: the guest's agent, said
 // by spice-console.js once connected). On by default there; the choice is remembered.
@@ -304,6 +303,7 @@ export function fitAvailability(available) {
   fitShow();
 }
 
+/** Wire the toolbar to a protocol client and connect with the ticket asked for at page load. */
 export async function consolePage(client) {
   const screenArea = document.getElementById("screen-area");
   let ticket;
